@@ -1,0 +1,119 @@
+"""``memcontrol <command>``: parse flags and YAML into typed configs, call the library, report errors.
+
+Bad input (a ``UserError``) ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig, add_arguments, build
+from memcontrol.errors import UserError
+
+DEFAULT_OUTPUT = "outputs"
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our progress bars: library warnings about optional extras are noise here."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from memcontrol.train.job import run_train
+
+    model, data, train, sample = build((ModelConfig, DataConfig, TrainConfig, SampleConfig), args)
+    summary = run_train(model, data, train, sample, args.output_dir)
+    print(json.dumps(summary, indent=2))
+    print(f"trained weights, manifest and sample grid written to {args.output_dir}")
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from memcontrol.sampling.job import run_generate
+
+    model, data, sample = build((ModelConfig, DataConfig, SampleConfig), args)
+    grid = run_generate(model, data, sample, args.output_dir, args.model_dir, args.prompt, args.num_images, args.seed)
+    print(f"images and grid written to {grid.parent}")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from memcontrol.pretrain.run import PRETRAIN_DEFAULTS, PretrainConfig, pretrain
+    from memcontrol.runtime import make_accelerator
+
+    model, train, cfg = build((ModelConfig, TrainConfig, PretrainConfig), args, defaults=PRETRAIN_DEFAULTS)
+    report = pretrain(args.output_dir, cfg, train, make_accelerator(model))
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from memcontrol.data.importers import import_medmnist, import_mimic_cxr
+
+    if args.source == "mimic-cxr":
+        out = import_mimic_cxr(args.input, args.output_dir, resolution=args.resolution, limit=args.limit)
+    else:
+        out = import_medmnist(args.input, args.output_dir, flag=args.flag)
+    print(f"imagefolder written to {out}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memcontrol", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, run: Callable, *configs: type, output: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        if configs:
+            sub.add_argument("--config", help="YAML file of option: value (flags on the command line win)")
+            add_arguments(sub, *configs)
+        if output:
+            sub.add_argument("--output_dir", default=f"{DEFAULT_OUTPUT}/{output}", help="where results are written")
+        return sub
+
+    command("train", "fine-tune a base model with a method and mask", _cmd_train,
+            ModelConfig, DataConfig, TrainConfig, SampleConfig, output="train")
+    gen = command("generate", "generate images with a base or fine-tuned model", _cmd_generate,
+                  ModelConfig, DataConfig, SampleConfig, output="generate")
+    gen.add_argument("--model_dir", help="output folder of `memcontrol train`; default: the base model itself")
+    gen.add_argument("--prompt", action="append", help="a prompt (repeatable); default: validation captions of the data")
+    gen.add_argument("--num_images", type=int, default=16, help="images to generate")
+    gen.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+
+    from memcontrol.pretrain.run import PretrainConfig
+
+    command("pretrain", "pretrain the built-in base model on general-domain data", _cmd_pretrain,
+            ModelConfig, TrainConfig, PretrainConfig, output="base-model")
+    imp = command("import", "write an imagefolder from MIMIC-CXR-JPG or a MedMNIST .npz file", _cmd_import)
+    imp.add_argument("source", choices=("mimic-cxr", "medmnist"))
+    imp.add_argument("input", help="MIMIC-CXR-JPG root folder, or the .npz file")
+    imp.add_argument("--output_dir", required=True, help="new imagefolder to write")
+    imp.add_argument("--resolution", type=int, help="mimic-cxr: resize the shorter side to this")
+    imp.add_argument("--limit", type=int, help="mimic-cxr: import at most this many images")
+    imp.add_argument("--flag", help="medmnist: dataset flag (pneumoniamnist, chestmnist) for label names")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except UserError as e:
+        print(f"memcontrol {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

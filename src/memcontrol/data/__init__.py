@@ -1,0 +1,1 @@
+"""Datasets: imagefolder loading, subject-grouped splits, built-in datasets, memorization sets."""

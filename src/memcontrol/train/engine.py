@@ -1,0 +1,141 @@
+"""The one fine-tuning engine (the inner loop of the search), for every method.
+
+Reads like diffusers' train_text_to_image.py, minus the per-step VAE and text encoder (see cache.py):
+noise the cached latents at a random timestep, predict the noise (or velocity) with the U-Net,
+MSE in float32, AdamW with warm-up, gradient clipping. All randomness comes from one seeded CPU
+generator, so a run is reproducible on a given device whatever the batch timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from memcontrol.config import TrainConfig
+from memcontrol.errors import UserError
+from memcontrol.peft import Mask, PeftMethod
+from memcontrol.train.cache import CaptionEmbeddings, LatentCache
+
+LOG_EVERY = 10  # steps between loss read-outs: each one synchronises the device
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged (NaN or inf loss); a search records the trial as failed."""
+
+
+@dataclass
+class TrainingSet:
+    latents: LatentCache
+    captions: CaptionEmbeddings
+
+    def __post_init__(self):
+        if len(self.latents) != len(self.captions.caption_ids):
+            raise ValueError("latents and captions must describe the same examples")
+
+
+@dataclass
+class TrainResult:
+    trainable_parameters: int
+    total_parameters: int
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_parameters / self.total_parameters
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless full batches from consecutive seeded permutations (epochs run into each other)."""
+    buffer = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(buffer) < batch_size:
+            buffer = torch.cat([buffer, torch.randperm(n, generator=generator)])
+        yield buffer[:batch_size]
+        buffer = buffer[batch_size:]
+
+
+def fine_tune(
+    pipe: StableDiffusionPipeline,
+    method: PeftMethod,
+    mask: Mask,
+    data: TrainingSet,
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    progress: bool = True,
+    extra_parameters: list[torch.nn.Parameter] | None = None,
+) -> TrainResult:
+    """Adapt ``pipe.unet`` in place with ``method``/``mask`` and train it on ``data``.
+
+    ``extra_parameters`` (e.g. the text encoder's, when pretraining) are optimised alongside.
+    """
+    unet = pipe.unet
+    params = method.apply(unet, mask) + list(extra_parameters or [])
+    result = TrainResult(sum(p.numel() for p in params), sum(p.numel() for p in unet.parameters()))
+    if not params or cfg.max_train_steps == 0:
+        return result
+    if cfg.train_batch_size < 1:
+        raise UserError(f"--train_batch_size must be at least 1, got {cfg.train_batch_size}")
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
+    lr_scheduler = get_scheduler(
+        cfg.lr_scheduler,
+        optimizer,
+        num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=cfg.max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = batch_indices(len(data.latents), cfg.train_batch_size, generator)
+
+    start, running = time.perf_counter(), torch.zeros((), device=accelerator.device)
+    bar = tqdm(range(cfg.max_train_steps), desc=f"train {method.name}", disable=not progress, leave=False)
+    for step in bar:
+        loss = _loss(model, noise_scheduler, data, next(batches), cfg.caption_dropout, generator, accelerator)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += loss.detach()
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == cfg.max_train_steps:
+            mean = running.item() / ((step % LOG_EVERY) + 1)
+            if mean != mean or mean in (float("inf"), float("-inf")):
+                raise NonFiniteLoss(f"loss became {mean} at step {step + 1}")
+            result.losses.append((step + 1, mean))
+            bar.set_postfix(loss=f"{mean:.4f}")
+            running.zero_()
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    unet.eval()
+    result.steps, result.seconds = cfg.max_train_steps, time.perf_counter() - start
+    return result
+
+
+def _loss(model, noise_scheduler, data: TrainingSet, index, caption_dropout, generator, accelerator) -> torch.Tensor:
+    device = accelerator.device
+    latents = data.latents.sample(index, generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+    caption_ids = data.captions.caption_ids[index].clone()
+    caption_ids[torch.rand(len(index), generator=generator) < caption_dropout] = data.captions.empty_id
+    latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    with accelerator.autocast():
+        prediction = model(noisy, timesteps, data.captions.lookup(caption_ids), return_dict=False)[0]
+    return F.mse_loss(prediction.float(), target.float())

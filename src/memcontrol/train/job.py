@@ -1,0 +1,91 @@
+"""``memcontrol train``: data -> base model -> cached latents -> fine-tune -> save -> sample grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+from diffusers import StableDiffusionPipeline
+
+from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig, as_dict
+from memcontrol.data.imagefolder import Example
+from memcontrol.data.prepare import PreparedData, image_batches, prepare_data
+from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.models.pipeline import recommendations
+from memcontrol.peft import get_method, parse_mask
+from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
+from memcontrol.sampling import generate, save_images
+from memcontrol.train.cache import CaptionEmbeddings, LatentCache
+from memcontrol.train.checkpoint import base_model_reference, save_trained
+from memcontrol.train.engine import TrainingSet, fine_tune
+
+SAMPLE_PROMPTS = 8  # per group (D_mem, validation) in the grid written after training
+
+
+def build_training_set(
+    pipe: StableDiffusionPipeline, examples: list[Example], resolution: int, num_workers: int = 0, progress: bool = True
+) -> TrainingSet:
+    """Encode each distinct image once (D_mem copies share their latents) and each caption once."""
+    unique = list(dict.fromkeys(examples))
+    latents = LatentCache.encode(pipe.vae, image_batches(unique, resolution, num_workers=num_workers), progress=progress)
+    position = {e: i for i, e in enumerate(unique)}
+    order = [position[e] for e in examples]
+    latents = LatentCache(latents.mean[order], latents.std[order], latents.scaling_factor)
+    return TrainingSet(latents, CaptionEmbeddings(pipe.tokenizer, pipe.text_encoder, [e.text for e in examples], progress=progress))
+
+
+def sample_settings(model_cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
+    """Guidance and steps from the flags, else from the model folder's recommendation."""
+    recommended = recommendations(model_cfg.pretrained_model_name_or_path)
+    return {
+        "guidance_scale": sample_cfg.guidance_scale if sample_cfg.guidance_scale is not None else recommended["guidance_scale"],
+        "num_inference_steps": sample_cfg.num_inference_steps or recommended["num_inference_steps"],
+    }
+
+
+def run_train(
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    sample_cfg: SampleConfig,
+    output_dir: str | Path,
+    progress: bool = True,
+    accelerator: Accelerator | None = None,
+) -> dict:
+    output_dir = ensure_writable_dir(output_dir)
+    data = prepare_data(data_cfg)
+    method = get_method(train_cfg.method)
+    accelerator = accelerator or make_accelerator(model_cfg)
+    pipe = load_for_training(model_cfg, accelerator)
+    mask = method.check_mask(pipe.unet, parse_mask(train_cfg.mask))
+    resolution = data_cfg.resolution or native_resolution(pipe)
+    training_set = build_training_set(pipe, data.training, resolution, data_cfg.dataloader_num_workers, progress)
+    result = fine_tune(pipe, method, mask, training_set, train_cfg, accelerator, progress=progress)
+    summary = {
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "trainable_fraction": result.trainable_fraction,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "final_loss": result.losses[-1][1] if result.losses else None,
+    }
+    save_trained(output_dir, pipe, method, mask, {
+        "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
+        "resolution": resolution,
+        "config": as_dict(model_cfg, data_cfg, train_cfg, sample_cfg),
+        "data": data.describe(),
+        "result": summary,
+    })
+    write_json(output_dir / "losses.json", result.losses)
+    _sample_grid(pipe, data, resolution, sample_settings(model_cfg, sample_cfg), sample_cfg, train_cfg.seed, output_dir, progress)
+    return summary
+
+
+def _sample_grid(pipe, data: PreparedData, resolution, settings, sample_cfg, seed, output_dir, progress) -> None:
+    """Samples for D_mem captions (memorization shows here) and for validation captions (quality)."""
+    prompts = [e.text for e in data.dmem[:SAMPLE_PROMPTS]] + [e.text for e in data.splits["validation"][:SAMPLE_PROMPTS]]
+    if not prompts:
+        return
+    images = generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=sample_cfg.sample_batch_size, progress=progress, **settings)
+    save_images(images, output_dir / "samples", columns=SAMPLE_PROMPTS)
+    write_json(output_dir / "samples" / "prompts.json", {"prompts": prompts, "seed": seed, **settings})

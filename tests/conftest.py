@@ -1,0 +1,60 @@
+"""Fixtures shared by the whole suite: a tiny random diffusers folder and a tiny imagefolder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Built-in datasets are materialised once per test session, away from the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEMCONTROL_CACHE", str(tmp_path_factory.mktemp("memcontrol-cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A randomly initialised pipeline of the built-in architecture, written with save_pretrained."""
+    from memcontrol.pretrain.components import random_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sd")
+    random_pipeline(seed=0).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def write_imagefolder(root, n=12, classes=("circle", "square", "triangle")):
+    """n 16x16 grayscale images with class captions, one subject per two images."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        name = f"images/{i:03d}.png"
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / name)
+        rows.append({"file_name": name, "text": f"a large bright {classes[i % len(classes)]} top left", "subject_id": f"p{i // 2}"})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path):
+    return write_imagefolder(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_configs(tiny_model_dir, tiny_data_dir):
+    """Configs for a seconds-long run of the real code path on the tiny model and data."""
+    return (
+        ModelConfig(pretrained_model_name_or_path=str(tiny_model_dir), device="cpu"),
+        DataConfig(train_data_dir=str(tiny_data_dir), validation_fraction=0.2, test_fraction=0.2),
+        TrainConfig(train_batch_size=4, max_train_steps=4, lr_warmup_steps=0),
+        SampleConfig(num_inference_steps=3, guidance_scale=1.5, sample_batch_size=8),
+    )

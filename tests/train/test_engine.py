@@ -1,0 +1,59 @@
+import dataclasses
+
+import pytest
+import torch
+
+from memcontrol.data.prepare import prepare_data
+from memcontrol.peft import get_method
+from memcontrol.runtime import load_for_training, make_accelerator
+from memcontrol.train.engine import NonFiniteLoss, fine_tune
+from memcontrol.train.job import build_training_set
+
+
+def _train(configs, method="full", **train_overrides):
+    model_cfg, data_cfg, train_cfg, _ = configs
+    train_cfg = dataclasses.replace(train_cfg, **train_overrides)
+    accelerator = make_accelerator(model_cfg)
+    pipe = load_for_training(model_cfg, accelerator)
+    before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}
+    data = build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False)
+    result = fine_tune(pipe, get_method(method), (), data, train_cfg, accelerator, progress=False)
+    return pipe, before, result
+
+
+def test_full_changes_weights_and_freeze_changes_nothing(tiny_configs):
+    pipe, before, result = _train(tiny_configs, "full")
+    assert result.trainable_fraction == 1.0 and result.steps == 4
+    assert any(not torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
+
+    pipe, before, result = _train(tiny_configs, "freeze")
+    assert result.trainable_parameters == 0
+    assert all(torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
+
+
+def test_same_seed_gives_identical_weights(tiny_configs):
+    first, _, _ = _train(tiny_configs, seed=3)
+    second, _, _ = _train(tiny_configs, seed=3)
+    third, _, _ = _train(tiny_configs, seed=4)
+    params = lambda pipe: torch.cat([p.flatten() for p in pipe.unet.parameters()])  # noqa: E731
+    assert torch.equal(params(first), params(second))
+    assert not torch.equal(params(first), params(third))
+
+
+def test_diverging_loss_is_reported(tiny_configs):
+    with pytest.raises(NonFiniteLoss):
+        _train(tiny_configs, learning_rate=float("nan"), max_train_steps=10)
+
+
+def test_v_prediction_models_train(tiny_configs, tiny_model_dir, tmp_path):
+    """The target follows the scheduler's prediction_type (SD 2.x style models use v-prediction)."""
+    import json
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "v-model")
+    config_path = model / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
+    model_cfg = dataclasses.replace(tiny_configs[0], pretrained_model_name_or_path=str(model))
+    _, _, result = _train((model_cfg, *tiny_configs[1:]))
+    assert result.losses and all(loss == loss for _, loss in result.losses)
