@@ -1,0 +1,200 @@
+"""The paper's evaluation (Table 1) of one model, and a memorization audit, from the metric functions.
+
+``evaluate_model``: quality on test prompts (FID against the real test images, caption alignment),
+AMD of those samples to the training set, and memorization of D_mem (extraction attack, d_mem).
+``audit_model``: the memorization metrics alone, on D_mem or on a seeded sample of training pairs.
+Samples are generated a chunk at a time, so memory does not grow with the number of prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from tqdm.auto import tqdm
+
+from memcontrol.data.imagefolder import Example
+from memcontrol.errors import UserError
+from memcontrol.io import ensure_writable_dir
+from memcontrol.metrics.alignment import class_alignment, clip_score, load_clip
+from memcontrol.metrics.amd import amd
+from memcontrol.metrics.dmem import DMEM_MODES, dmem_scores, dmem_summary
+from memcontrol.metrics.domain import DomainFeatures
+from memcontrol.metrics.extraction import check_attack_settings, run_extraction_attack, save_extraction_grid
+from memcontrol.metrics.features import FeatureExtractor, features_of_examples
+from memcontrol.metrics.fid import fid
+from memcontrol.sampling.generate import generate
+
+CHUNK = 256  # generated images held at once
+EXTRACTION_FIGURE = "extraction.png"
+
+
+@dataclass
+class EvalSettings:
+    seed: int = 0
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    batch_size: int = 16  # images per generation (and d_mem) forward pass
+    feature_batch_size: int = 64
+    fid_samples: int | None = None  # test prompts (and real test images) used; None: all
+    dmem_mode: str = "trajectory"  # or "training-noise" (the authors' code)
+    dmem_samples_per_prompt: int = 1
+    extraction_samples: int = 16  # generations per attacked prompt (Carlini et al.: 500, the authors: 50)
+    extraction_min_group: int = 3  # group size that flags a prompt (the authors: 3, Carlini et al.: 10)
+    extraction_grouping: str = "clique"  # or "connected-components" (the authors' code)
+    extraction_threshold: float = 0.15  # normalised tile distance (Carlini et al.)
+    extraction_grid: int = 4  # tiles per side
+    audit_prompts: int = 100  # training pairs attacked by audit_model when there is no D_mem
+
+    def __post_init__(self):
+        """Fail before hours of generation, not after."""
+        if self.dmem_mode not in DMEM_MODES:
+            raise UserError(f"dmem_mode {self.dmem_mode!r}: expected one of {', '.join(DMEM_MODES)}")
+        check_attack_settings(
+            self.extraction_samples, self.extraction_threshold, self.extraction_min_group, self.extraction_grouping, self.extraction_grid
+        )
+
+    def sampling(self) -> dict:
+        return dict(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, batch_size=self.batch_size)
+
+
+def evaluate_model(
+    pipe: StableDiffusionPipeline,
+    *,
+    train_examples: Sequence[Example],
+    test_examples: Sequence[Example],
+    dmem_examples: Sequence[Example],
+    resolution: int,
+    extractor: FeatureExtractor,
+    output_dir: str | Path,
+    settings: EvalSettings | None = None,
+    class_of: Callable[[str], str | None] | None = None,
+    classifier: DomainFeatures | None = None,
+    clip_model: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """fid, amd, alignment, clip_score, extracted, dmem_mean, dmem_max, with the settings used.
+
+    ``alignment`` (needs ``class_of``, caption -> class name or None) is the domain classifier's
+    probability of each caption's class: ``classifier``, or ``extractor`` when it is the domain encoder.
+    ``clip_score`` needs ``clip_model``, a local CLIP folder. Either is None when not asked for.
+    """
+    s = settings or EvalSettings()
+    output_dir = ensure_writable_dir(output_dir)
+    test = list(test_examples)[: s.fid_samples]
+    if len(test) < 2:
+        raise UserError(f"evaluation: FID needs at least 2 test examples, got {len(test)}")
+    judge = _alignment_judge(classifier, extractor) if class_of else None
+    clip = load_clip(clip_model, pipe._execution_device) if clip_model else None
+    generated, alignment, clip_value = _score_samples(pipe, test, resolution, s, extractor, judge, class_of, clip, progress)
+    real = features_of_examples(extractor, test, resolution, batch_size=s.feature_batch_size, progress=progress)
+    training = _training_features(extractor, train_examples, resolution, s, progress)
+    memorization, _ = _memorization(pipe, list(dict.fromkeys(dmem_examples)), resolution, s, output_dir, None, progress)
+    return {
+        "fid": fid(real, generated),
+        "amd": amd(generated, training),
+        "alignment": alignment,
+        "clip_score": clip_value,
+        **memorization,
+        "num_test": len(test),
+        "num_training_images": len(training),
+        "feature_extractor": extractor.name,
+        "settings": asdict(s),
+    }
+
+
+def _score_samples(
+    pipe, test: list[Example], resolution: int, s: EvalSettings, extractor, judge, class_of, clip, progress: bool
+) -> tuple[torch.Tensor, float | None, float | None]:
+    """Generate from the test captions a chunk at a time: the samples' features, alignment and CLIP score."""
+    features, alignment, clip_scores = [], [], []
+    for start in tqdm(range(0, len(test), CHUNK), desc="evaluate", disable=not progress, leave=False):
+        captions = [e.text for e in test[start : start + CHUNK]]
+        images = generate(pipe, captions, seed=s.seed + start, resolution=resolution, progress=False, **s.sampling())
+        features.append(extractor(images, s.feature_batch_size))
+        if judge is not None:
+            alignment.append((class_alignment(judge, images, captions, class_of), sum(class_of(c) is not None for c in captions)))
+        if clip is not None:
+            clip_scores.append((clip_score(images, captions, clip), len(captions)))
+    return torch.cat(features), _weighted_mean(alignment), _weighted_mean(clip_scores)
+
+
+def audit_model(
+    pipe: StableDiffusionPipeline,
+    train_examples: Sequence[Example],
+    *,
+    resolution: int,
+    extractor: FeatureExtractor,
+    output_dir: str | Path,
+    dmem_examples: Sequence[Example] = (),
+    settings: EvalSettings | None = None,
+    progress: bool = True,
+) -> dict:
+    """Memorization alone: the extraction attack and d_mem on D_mem (or, without one, on ``audit_prompts``
+    training pairs drawn with the seed), and the AMD of the attack's generations to the training set."""
+    s = settings or EvalSettings()
+    output_dir = ensure_writable_dir(output_dir)
+    distinct = list(dict.fromkeys(train_examples))
+    attacked = list(dict.fromkeys(dmem_examples)) or random.Random(s.seed).sample(distinct, min(s.audit_prompts, len(distinct)))
+    if not attacked:
+        raise UserError("audit: no training examples to attack")
+    memorization, features = _memorization(pipe, attacked, resolution, s, output_dir, extractor, progress)
+    training = _training_features(extractor, distinct, resolution, s, progress)
+    return {
+        **memorization,
+        "amd": amd(features, training),
+        "attacked_prompts": [e.text for e in attacked],
+        "num_training_images": len(training),
+        "feature_extractor": extractor.name,
+        "settings": asdict(s),
+    }
+
+
+def _memorization(
+    pipe, examples: list[Example], resolution: int, s: EvalSettings, output_dir: Path, extractor, progress: bool
+) -> tuple[dict, torch.Tensor | None]:
+    """Extraction attack (its figure written to ``output_dir``) and d_mem on ``examples``; None values when there are none."""
+    if not examples:
+        return {"extracted": None, "extractions": [], "dmem_mean": None, "dmem_max": None, "dmem": [], "figures": {}}, None
+    run = run_extraction_attack(
+        pipe, examples, resolution,
+        samples_per_prompt=s.extraction_samples, threshold=s.extraction_threshold, min_group=s.extraction_min_group,
+        grouping=s.extraction_grouping, grid=s.extraction_grid, seed=s.seed, extractor=extractor, progress=progress,
+        **s.sampling(),
+    )
+    dmem = dmem_scores(
+        pipe, examples, mode=s.dmem_mode, resolution=resolution, seed=s.seed, samples_per_prompt=s.dmem_samples_per_prompt,
+        progress=progress, **s.sampling(),
+    )
+    metrics = {
+        "extracted": len(run.extractions),
+        "extractions": [asdict(e) for e in run.extractions],
+        **dmem_summary(dmem),
+        "dmem": dmem.tolist(),
+        "figures": {"extraction": str(save_extraction_grid(run, output_dir / EXTRACTION_FIGURE))},
+    }
+    return metrics, run.features
+
+
+def _training_features(extractor, train_examples, resolution: int, s: EvalSettings, progress: bool) -> torch.Tensor:
+    """Features of each distinct training image (D_mem copies count once)."""
+    distinct = list(dict.fromkeys(train_examples))
+    return features_of_examples(extractor, distinct, resolution, batch_size=s.feature_batch_size, progress=progress)
+
+
+def _alignment_judge(classifier: DomainFeatures | None, extractor: FeatureExtractor) -> DomainFeatures:
+    judge = classifier or extractor
+    if not isinstance(judge, DomainFeatures):
+        raise UserError("alignment: a caption-to-class mapping needs the domain encoder (as classifier or as the feature extractor)")
+    return judge
+
+
+def _weighted_mean(parts: list[tuple[float | None, int]]) -> float | None:
+    """Mean of per-chunk means weighted by their counts; None when nothing was scored."""
+    parts = [(value, n) for value, n in parts if value is not None and n]
+    total = sum(n for _, n in parts)
+    return sum(value * n for value, n in parts) / total if total else None

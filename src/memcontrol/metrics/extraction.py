@@ -1,0 +1,181 @@
+"""Training-data extraction attack (Carlini et al. 2023), as the paper's "number of extracted images".
+
+For each attacked prompt: generate G images; join two generations when their tile distance is below
+a threshold; look for groups of at least k generations all near each other (cliques, or connected
+components as in the authors' code); a group's representative (its medoid) that is also within the
+threshold of the prompt's training image counts that image as extracted.
+
+The tile distance is the maximum over a grid of tiles of the RMS difference of corresponding tiles
+(L2 divided by the square root of the tile's element count) on [0, 1] images, so that a threshold
+means the same at any resolution; Carlini et al. use 4 x 4 tiles and 0.15.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from tqdm.auto import tqdm
+
+from memcontrol.data.imagefolder import Example, load_images
+from memcontrol.errors import UserError
+from memcontrol.io import atomic_path
+from memcontrol.metrics.features import FeatureExtractor
+from memcontrol.metrics.graphs import GROUPINGS, find_groups
+from memcontrol.sampling.generate import generate
+
+
+def _tiles(images: torch.Tensor, grid: int) -> list[torch.Tensor]:
+    """(N, C, H, W) -> grid * grid tensors (N, tile elements); sides that do not divide evenly give tiles differing by a pixel."""
+    return [tile.flatten(1) for rows in images.tensor_split(grid, dim=2) for tile in rows.tensor_split(grid, dim=3)]
+
+
+def tile_distances(a: torch.Tensor, b: torch.Tensor, grid: int = 4) -> torch.Tensor:
+    """(N, M) distances between images a (N, C, H, W) and b (M, C, H, W): the worst tile's RMS difference.
+
+    The maximum over tiles keeps a copy whose one region differs (a marker, a watermark) far apart,
+    while noise spread over a whole image adds little.
+    """
+    if min(a.shape[-2:]) < grid or min(b.shape[-2:]) < grid:
+        raise ValueError(f"images of {tuple(a.shape[-2:])} pixels cannot be cut into {grid} x {grid} tiles")
+    out = torch.zeros(len(a), len(b), device=a.device)
+    for ta, tb in zip(_tiles(a.float(), grid), _tiles(b.to(a.device, torch.float32), grid)):
+        distance = torch.cdist(ta, tb, compute_mode="donot_use_mm_for_euclid_dist") / ta.shape[1] ** 0.5  # exact: copies give 0
+        out = torch.maximum(out, distance)
+    return out
+
+
+@dataclass(frozen=True)
+class Extraction:
+    prompt: str
+    training_index: int  # position of the prompt and its training image among the attacked ones
+    generated_index: int  # prompt * G + sample; generate() drew it from seed + generated_index
+    distance: float  # tile distance between that generation and the training image
+    group_size: int
+    training_image: str | None = None  # the training image's file, when known
+
+
+def extraction_attack(
+    generated: torch.Tensor,
+    originals: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    threshold: float = 0.15,
+    min_group: int = 3,
+    grouping: str = "clique",
+    grid: int = 4,
+) -> list[Extraction]:
+    """Attack P prompts from their generations (P, G, C, H, W) and training images (P, C, H, W), all in [0, 1].
+
+    At most one extraction per prompt (it has one training image): the closest representative.
+    """
+    num_prompts, samples = generated.shape[:2]
+    found = []
+    for p in range(num_prompts):
+        distances = tile_distances(generated[p], generated[p], grid)
+        best = None
+        for group in find_groups((distances < threshold).cpu().numpy(), min_group, grouping):
+            medoid = group[int(distances[group][:, group].sum(1).argmin())]
+            distance = float(tile_distances(generated[p, medoid : medoid + 1], originals[p : p + 1], grid))
+            if distance < threshold and (best is None or distance < best.distance):
+                best = Extraction(prompts[p], p, p * samples + medoid, distance, len(group))
+        if best is not None:
+            found.append(best)
+    return found
+
+
+@dataclass
+class AttackRun:
+    extractions: list[Extraction]
+    pairs: list[tuple[torch.Tensor, torch.Tensor]]  # (training, generated) image of each extraction
+    prompts: int
+    features: torch.Tensor | None = None  # of every generation, when an extractor was given
+
+
+def run_extraction_attack(
+    pipe: StableDiffusionPipeline,
+    examples: Sequence[Example],
+    resolution: int,
+    *,
+    samples_per_prompt: int = 16,
+    threshold: float = 0.15,
+    min_group: int = 3,
+    grouping: str = "clique",
+    grid: int = 4,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 16,
+    extractor: FeatureExtractor | None = None,
+    progress: bool = True,
+) -> AttackRun:
+    """Generate ``samples_per_prompt`` images for each distinct example's caption and attack its image.
+
+    Prompts are processed a few at a time, so memory does not grow with their number; only the
+    extracted pairs (and, with ``extractor``, the features of every generation) are kept.
+    """
+    attack = dict(threshold=threshold, min_group=min_group, grouping=grouping, grid=grid)
+    check_attack_settings(samples_per_prompt, **attack)
+    examples = list(dict.fromkeys(examples))  # D_mem lists each pair many times; attack it once
+    per_call = max(1, batch_size // samples_per_prompt)
+    sampling = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=batch_size, resolution=resolution)
+    run = AttackRun([], [], len(examples))
+    features = []
+    for start in tqdm(range(0, len(examples), per_call), desc="extraction attack", disable=not progress, leave=False):
+        chunk = examples[start : start + per_call]
+        prompts = [e.text for e in chunk]
+        repeated = [text for text in prompts for _ in range(samples_per_prompt)]
+        images = generate(pipe, repeated, seed=seed + start * samples_per_prompt, progress=False, **sampling)
+        originals = (load_images(chunk, resolution, progress=False) + 1) / 2
+        for e in extraction_attack(images.unflatten(0, (len(chunk), samples_per_prompt)), originals, prompts, **attack):
+            run.pairs.append((originals[e.training_index], images[e.generated_index]))
+            run.extractions.append(replace(
+                e,
+                training_index=start + e.training_index,
+                generated_index=start * samples_per_prompt + e.generated_index,
+                training_image=str(chunk[e.training_index].image_path),
+            ))
+        if extractor is not None:
+            features.append(extractor(images, batch_size))
+    run.features = torch.cat(features) if features else None
+    return run
+
+
+def check_attack_settings(samples_per_prompt: int, threshold: float, min_group: int, grouping: str, grid: int) -> None:
+    if grouping not in GROUPINGS:
+        raise UserError(f"extraction grouping {grouping!r}: expected one of {', '.join(GROUPINGS)}")
+    if not 1 <= min_group <= samples_per_prompt:
+        raise UserError(f"extraction min_group {min_group}: expected from 1 to samples_per_prompt ({samples_per_prompt})")
+    if threshold <= 0 or grid < 1:
+        raise UserError(f"extraction threshold {threshold} and grid {grid}: expected a positive threshold and grid")
+
+
+def save_extraction_grid(run: AttackRun, path: str | Path, max_pairs: int = 16) -> Path:
+    """The paper's Figure 1: each extracted training image beside its generated copy, closest first."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
+
+    shown = sorted(range(len(run.extractions)), key=lambda i: run.extractions[i].distance)[:max_pairs]
+    figure = Figure(figsize=(4.4, 0.5 + 2.3 * len(shown)), layout="constrained")
+    more = f" (closest {len(shown)} shown)" if len(shown) < len(run.extractions) else ""
+    figure.suptitle(f"{len(run.extractions)} of {run.prompts} training images extracted{more}", fontsize=9)
+    if shown:
+        for axes, i in zip(figure.subplots(len(shown), 2, squeeze=False), shown):
+            _show_pair(axes, run.extractions[i], run.pairs[i])
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    return Path(path)
+
+
+def _show_pair(axes, extraction: Extraction, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    titles = (
+        textwrap.shorten(f"train #{extraction.training_index}: {extraction.prompt}", 40),
+        f"generated #{extraction.generated_index}, d={extraction.distance:.3f}",
+    )
+    for ax, image, title in zip(axes, pair, titles):
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")

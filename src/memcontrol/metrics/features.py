@@ -1,0 +1,193 @@
+"""Feature extractors: images (N, 3, H, W) in [0, 1] -> (N, D) float features, behind one interface.
+
+FID and AMD are only as meaningful as the space they are computed in. The paper uses a chest X-ray
+DenseNet-121 (torchxrayvision); natural images use Inception; other domains and the built-in scenario
+use memcontrol's own domain encoder (domain.py); raw pixels serve tiny data and tests. Pretrained
+weights are never downloaded here: a missing package or file is a UserError that says how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from memcontrol.data.imagefolder import Example, load_images
+from memcontrol.errors import UserError
+
+XRV_WEIGHTS = "densenet121-res224-mimic_ch"
+XRV_WEIGHTS_URL = (
+    "https://github.com/mlmed/torchxrayvision/releases/download/v1/mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+)
+INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+class FeatureExtractor(ABC):
+    """Subclasses set ``name`` and ``num_features`` (the attribute torchmetrics' FID also expects) and embed one batch."""
+
+    name: ClassVar[str]
+    num_features: int
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """One batch, float32 in [0, 1] on ``self.device`` -> (n, num_features)."""
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Features of any number of images, in batches; float32 on the CPU."""
+        out = [
+            self.embed(images[i : i + batch_size].to(self.device, torch.float32)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, self.num_features)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class PixelFeatures(FeatureExtractor):
+    """Raw pixels at a fixed small size: no weights, for tiny data and tests."""
+
+    name = "pixels"
+
+    def __init__(self, device: str | torch.device = "cpu", size: int = 16):
+        super().__init__(device)
+        self.size, self.num_features = size, 3 * size * size
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return resize(images, self.size).flatten(1)
+
+
+class XRayDenseNet(FeatureExtractor):
+    """torchxrayvision's DenseNet-121 trained on MIMIC-CXR, the paper's FID features.
+
+    As in the authors' code: ``model.features(x)`` (the convolutional trunk) mean-pooled to 1024 values,
+    on one grey channel scaled to [-1024, 1024] at 224 x 224, torchxrayvision's input convention.
+    """
+
+    name = "torchxrayvision"
+    num_features = 1024
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        super().__init__(device)
+        xrv = _import_torchxrayvision()
+        path = _xrv_weights_path(xrv)
+        if not path.is_file():
+            raise UserError(
+                f"feature extractor 'torchxrayvision': weights file {path} not found; memcontrol never downloads weights: "
+                f"fetch it once from {XRV_WEIGHTS_URL} to that path"
+            )
+        self.model = xrv.models.DenseNet(weights=XRV_WEIGHTS).to(self.device).eval()
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        grey = resize(images.mean(1, keepdim=True), 224)
+        return self.model.features((grey * 2 - 1) * 1024).mean((2, 3))
+
+
+def _import_torchxrayvision():
+    try:
+        import torchxrayvision
+    except Exception as e:  # not installed, or a dependency (torchvision) that fails to load
+        raise UserError(
+            f"feature extractor 'torchxrayvision': the package cannot be imported ({e}); install it with "
+            f"`pip install torchxrayvision` (or `pip install memcontrol[xray]`) and put {os.path.basename(XRV_WEIGHTS_URL)} "
+            f"(from {XRV_WEIGHTS_URL}) in ~/.torchxrayvision/models_data/"
+        ) from None
+    return torchxrayvision
+
+
+def _xrv_weights_path(xrv) -> Path:
+    """Where torchxrayvision looks for the weights (it would download them there; we only look)."""
+    cache = getattr(xrv.utils, "get_cache_dir", lambda: "~/.torchxrayvision/models_data")()
+    return Path(cache).expanduser() / os.path.basename(xrv.models.model_urls[XRV_WEIGHTS]["weights_url"])
+
+
+class InceptionV3(FeatureExtractor):
+    """The FID Inception-v3 (pool3, 2048 values) through torchmetrics, which needs torch-fidelity."""
+
+    name = "inception"
+    num_features = 2048
+
+    def __init__(self, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None):
+        super().__init__(device)
+        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(INCEPTION_WEIGHTS_URL)
+        try:
+            import torch_fidelity  # noqa: F401  (torchmetrics' Inception is torch-fidelity's)
+            from torchmetrics.image.fid import NoTrainInceptionV3
+        except Exception as e:  # not installed, or its torchvision fails to load
+            raise UserError(f"feature extractor 'inception': {e}; install it with `pip install torch-fidelity`") from None
+        if not path.is_file():
+            raise UserError(
+                f"feature extractor 'inception': weights file {path} not found; memcontrol never downloads weights: "
+                f"fetch it once from {INCEPTION_WEIGHTS_URL} to that path"
+            )
+        self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+        self.model.to(self.device)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images.clamp(0, 1) * 255).round().to(torch.uint8))
+
+
+def _pixels(device, weights):
+    _no_weights("pixels", weights)
+    return PixelFeatures(device)
+
+
+def _xray(device, weights):
+    _no_weights("torchxrayvision", weights)
+    return XRayDenseNet(device)
+
+
+def _inception(device, weights):
+    return InceptionV3(device, weights)
+
+
+def _domain(device, weights):
+    from memcontrol.metrics.domain import DomainFeatures, load_domain_encoder  # domain.py builds on this module
+
+    if weights is None:
+        raise UserError("feature extractor 'domain': needs the path of its weights (a .safetensors domain encoder)")
+    return DomainFeatures(load_domain_encoder(weights, device))
+
+
+def _no_weights(name: str, weights) -> None:
+    if weights is not None:
+        raise UserError(f"feature extractor {name!r}: takes no weights path (got {weights})")
+
+
+EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
+    "pixels": _pixels,
+    "torchxrayvision": _xray,
+    "inception": _inception,
+    "domain": _domain,
+}
+
+
+def make_extractor(name: str, *, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None) -> FeatureExtractor:
+    """The extractor registered as ``name``; ``weights`` is the domain encoder's file (or another Inception file)."""
+    if name not in EXTRACTORS:
+        raise UserError(f"feature extractor {name!r}: expected one of {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name](device, weights)
+
+
+def features_of_examples(
+    extractor: FeatureExtractor, examples: Sequence[Example], resolution: int, *, batch_size: int = 64, progress: bool = True
+) -> torch.Tensor:
+    """Features of image files, read a batch at a time so that 100,000 training images never sit in memory."""
+    out = [
+        extractor((load_images(examples[i : i + batch_size], resolution, progress=False) + 1) / 2, batch_size)
+        for i in tqdm(range(0, len(examples), batch_size), desc=f"{extractor.name} features", disable=not progress, leave=False)
+    ]
+    return torch.cat(out) if out else torch.empty(0, extractor.num_features)
