@@ -111,3 +111,9 @@ def test_output_dir_that_is_a_file(capsys, tiny_model_dir, tiny_data_dir, tmp_pa
     blocker.write_text("")
     code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, blocker / "out"))
     assert code == 2 and "output directory" in err
+
+
+def test_mixed_precision_bf16_trains_and_samples(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
+    code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--mixed_precision", "bf16")
+    assert code == 0, err
+    assert (tmp_path / "out" / "samples" / "grid.png").is_file()

@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig, add_arguments, build
 from memcontrol.errors import UserError
+from memcontrol.models.architectures import ARCHITECTURES
 
 DEFAULT_OUTPUT = "outputs"
+HEADLINE_METRICS = ("fid", "amd", "alignment", "extracted", "dmem_mean", "dmem_max")
 
 
 def _quiet_libraries() -> None:
@@ -57,6 +59,16 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
 
 
+def _cmd_sites(args: argparse.Namespace) -> None:
+    from memcontrol.peft import MethodOptions, get_method, parse_mask
+    from memcontrol.peft.accounting import account, format_accounting, meta_unet
+
+    model, train = build((ModelConfig, TrainConfig), args)
+    method = get_method(train.method, MethodOptions.from_config(train))
+    report = account(meta_unet(model.pretrained_model_name_or_path, args.architecture), method, parse_mask(train.mask))
+    print(json.dumps(report) if args.json else format_accounting(report))
+
+
 def _cmd_import(args: argparse.Namespace) -> None:
     from memcontrol.data.importers import import_medmnist, import_mimic_cxr
 
@@ -67,8 +79,35 @@ def _cmd_import(args: argparse.Namespace) -> None:
     print(f"imagefolder written to {out}")
 
 
+def _cmd_metrics(args: argparse.Namespace) -> None:
+    """`evaluate` (a memcontrol-trained model on held-out data) and `audit` (memorization of any model)."""
+    from memcontrol.metrics.evaluate import EvalSettings
+    from memcontrol.metrics.job import FeatureConfig, run_audit, run_evaluate
+
+    model, features, settings = build((ModelConfig, FeatureConfig, EvalSettings), args)
+    if args.command == "evaluate":
+        metrics = run_evaluate(args.model_dir, args.output_dir, model, features, settings)
+    else:
+        metrics = run_audit(args.model_dir, args.train_data_dir, args.output_dir, model, features, settings)
+    print(json.dumps({k: metrics[k] for k in HEADLINE_METRICS if k in metrics}, indent=2))
+    print(f"metrics.json and figures written to {args.output_dir}")
+
+
+def _cmd_train_encoder(args: argparse.Namespace) -> None:
+    from memcontrol.metrics.builtin_encoder import train_builtin_encoder
+
+    print(json.dumps(train_builtin_encoder(args.output, steps=args.steps), indent=2))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memcontrol", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="memcontrol", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, run: Callable, *configs: type, output: str | None = None) -> argparse.ArgumentParser:
@@ -94,6 +133,24 @@ def _parser() -> argparse.ArgumentParser:
 
     command("pretrain", "pretrain the built-in base model on general-domain data", _cmd_pretrain,
             ModelConfig, TrainConfig, PretrainConfig, output="base-model")
+    sites = command("sites", "list a method's sites and count what it trains under a mask (on the meta device: no weights)",
+                    _cmd_sites, ModelConfig, TrainConfig)
+    sites.add_argument("--architecture", choices=ARCHITECTURES, help="a shipped U-Net architecture instead of a model folder")
+    sites.add_argument("--json", action="store_true", help="print one JSON object: sites, trainable, total, fraction")
+    from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER
+    from memcontrol.metrics.evaluate import EvalSettings
+    from memcontrol.metrics.job import FeatureConfig
+
+    evaluate = command("evaluate", "FID, AMD, alignment, extraction attack and d_mem of a fine-tuned model on held-out data",
+                       _cmd_metrics, ModelConfig, FeatureConfig, EvalSettings, output="evaluate")
+    evaluate.add_argument("--model_dir", required=True, help="output folder of `memcontrol train`")
+    audit = command("audit", "memorization metrics of any fine-tuned diffusers model against its training data",
+                    _cmd_metrics, ModelConfig, FeatureConfig, EvalSettings, output="audit")
+    audit.add_argument("--model_dir", required=True, help="a diffusers folder or the output folder of `memcontrol train`")
+    audit.add_argument("--train_data_dir", help="the model's training imagefolder; default: builtin:digits")
+    encoder = command("train-encoder", "rebuild the shipped built-in domain encoder (features and class judge)", _cmd_train_encoder)
+    encoder.add_argument("--output", default=str(BUILTIN_ENCODER), help="where the encoder's safetensors file goes")
+    encoder.add_argument("--steps", type=int, default=1500, help="optimisation steps")
     imp = command("import", "write an imagefolder from MIMIC-CXR-JPG or a MedMNIST .npz file", _cmd_import)
     imp.add_argument("source", choices=("mimic-cxr", "medmnist"))
     imp.add_argument("input", help="MIMIC-CXR-JPG root folder, or the .npz file")
@@ -106,7 +163,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return int(e.code or 0)
     try:
         args.run(args)
     except UserError as e:

@@ -19,6 +19,9 @@ import yaml
 
 from memcontrol.errors import UserError
 
+# Where a mask's bits act (see memcontrol.peft.base): one bit per Transformer2DModel block, or the authors' layout.
+LAYOUTS = ("blocks", "paper")
+
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
@@ -57,8 +60,16 @@ class DataConfig:
 class TrainConfig:
     method: str = opt("full", "fine-tuning method (see `memcontrol sites`)")
     mask: str | None = opt(None, "one 0/1 bit per site of the method, e.g. 1011001; default: all on")
+    layout: str = opt(
+        "blocks", "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)", choices=LAYOUTS
+    )
+    train_outside_sites: bool = opt(
+        False, "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); `full` always does"
+    )
+    lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)")
+    norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)")
     train_batch_size: int = opt(32, "samples per optimisation step")
-    max_train_steps: int = opt(1000, "optimisation steps")
+    max_train_steps: int = opt(500, "optimisation steps")
     learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up")
     lr_scheduler: str = opt("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ...")
     lr_warmup_steps: int = opt(50, "linear warm-up steps")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from diffusers import StableDiffusionPipeline
 
 from memcontrol.config import ModelConfig
@@ -13,6 +14,9 @@ WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 
 
 def make_accelerator(cfg: ModelConfig) -> Accelerator:
+    # accelerate keeps one process-wide state; a search or a test suite trains many models in one
+    # process, possibly at different precisions, so each run starts from a fresh state.
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
 
 

@@ -13,7 +13,7 @@ def test_image_i_depends_on_seed_plus_i_not_on_batching(tiny_model_dir):
     assert together.shape == (3, 3, 16, 16)
     assert torch.allclose(together, one_by_one, atol=1e-5)
     assert not torch.allclose(together[0], together[1])
-    assert torch.equal(generate(pipe, prompts[1:2], seed=6, **settings)[0], generate(pipe, prompts, seed=5, **settings)[1])
+    assert torch.allclose(generate(pipe, prompts[1:2], seed=6, **settings)[0], together[1], atol=1e-5)
 
 
 def test_save_images_writes_pngs_and_a_grid(tmp_path):

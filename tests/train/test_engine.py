@@ -41,8 +41,14 @@ def test_same_seed_gives_identical_weights(tiny_configs):
 
 
 def test_diverging_loss_is_reported(tiny_configs):
+    """A corrupt latent (NaN) makes the loss non-finite: the run stops with a NonFiniteLoss, which a search records."""
+    model_cfg, data_cfg, train_cfg, _ = tiny_configs
+    accelerator = make_accelerator(model_cfg)
+    pipe = load_for_training(model_cfg, accelerator)
+    data = build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False)
+    data.latents.mean[:] = float("nan")
     with pytest.raises(NonFiniteLoss):
-        _train(tiny_configs, learning_rate=float("nan"), max_train_steps=10)
+        fine_tune(pipe, get_method("full"), (), data, dataclasses.replace(train_cfg, max_train_steps=10), accelerator, progress=False)
 
 
 def test_v_prediction_models_train(tiny_configs, tiny_model_dir, tmp_path):

@@ -18,6 +18,7 @@ from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
 from memcontrol.data.imagefolder import Example
+from memcontrol.config import opt
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.alignment import class_alignment, clip_score, load_clip
@@ -25,6 +26,7 @@ from memcontrol.metrics.amd import amd
 from memcontrol.metrics.dmem import DMEM_MODES, dmem_scores, dmem_summary
 from memcontrol.metrics.domain import DomainFeatures
 from memcontrol.metrics.extraction import check_attack_settings, run_extraction_attack, save_extraction_grid
+from memcontrol.metrics.graphs import GROUPINGS
 from memcontrol.metrics.features import FeatureExtractor, features_of_examples
 from memcontrol.metrics.fid import fid
 from memcontrol.sampling.generate import generate
@@ -35,20 +37,20 @@ EXTRACTION_FIGURE = "extraction.png"
 
 @dataclass
 class EvalSettings:
-    seed: int = 0
-    num_inference_steps: int = 50
-    guidance_scale: float = 7.5
-    batch_size: int = 16  # images per generation (and d_mem) forward pass
-    feature_batch_size: int = 64
-    fid_samples: int | None = None  # test prompts (and real test images) used; None: all
-    dmem_mode: str = "trajectory"  # or "training-noise" (the authors' code)
-    dmem_samples_per_prompt: int = 1
-    extraction_samples: int = 16  # generations per attacked prompt (Carlini et al.: 500, the authors: 50)
-    extraction_min_group: int = 3  # group size that flags a prompt (the authors: 3, Carlini et al.: 10)
-    extraction_grouping: str = "clique"  # or "connected-components" (the authors' code)
-    extraction_threshold: float = 0.15  # normalised tile distance (Carlini et al.)
-    extraction_grid: int = 4  # tiles per side
-    audit_prompts: int = 100  # training pairs attacked by audit_model when there is no D_mem
+    seed: int = opt(0, "seed of the evaluation's samples (image i uses seed + i)")
+    num_inference_steps: int | None = opt(None, "DDIM steps; default: the base model's recommendation")
+    guidance_scale: float | None = opt(None, "classifier-free guidance; default: the base model's recommendation")
+    batch_size: int = opt(16, "images per generation (and d_mem) forward pass")
+    feature_batch_size: int = opt(64, "images per feature-extractor forward pass")
+    fid_samples: int | None = opt(None, "test prompts (and real test images) used for FID; default: all")
+    dmem_mode: str = opt("trajectory", "trajectory (the paper's Eq. 6) or training-noise (the authors' code)", choices=DMEM_MODES)
+    dmem_samples_per_prompt: int = opt(1, "noise seeds per prompt for d_mem")
+    extraction_samples: int = opt(16, "generations per attacked prompt (Carlini et al.: 500, the authors: 50)")
+    extraction_min_group: int = opt(3, "clique size that flags a prompt (the authors: 3, Carlini et al.: 10)")
+    extraction_grouping: str = opt("clique", "clique, or connected-components (the authors' code)", choices=GROUPINGS)
+    extraction_threshold: float = opt(0.15, "normalised tile distance under which two images match (Carlini et al.)")
+    extraction_grid: int = opt(4, "tiles per side in the extraction distance")
+    audit_prompts: int = opt(100, "training pairs attacked by `audit` when the model has no D_mem")
 
     def __post_init__(self):
         """Fail before hours of generation, not after."""
@@ -59,6 +61,8 @@ class EvalSettings:
         )
 
     def sampling(self) -> dict:
+        if self.num_inference_steps is None or self.guidance_scale is None:
+            raise ValueError("resolve num_inference_steps and guidance_scale (see metrics.job) before sampling")
         return dict(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, batch_size=self.batch_size)
 
 

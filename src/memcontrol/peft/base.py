@@ -1,30 +1,87 @@
-"""The interface every fine-tuning method implements, and the registry that finds them by name.
+"""The interface every fine-tuning method implements, its options, and the registry that finds methods by name.
 
 As in huggingface/peft, each method lives in its own module and registers itself, so adding a
 method never edits a central if/elif.
+
+A mask has one bit per *site*, a module path of the U-Net. Two layouts place the sites:
+
+- ``blocks`` (default): one site per Transformer2DModel block. A bit set to 1 makes every parameter
+  the method has inside that block trainable, a 0 freezes them. What the method has outside every
+  site (resnets, norms, conv_in/out, time embedding) trains only with ``train_outside_sites``, so
+  that the mask really controls what it says.
+- ``paper``: the authors' code exactly (github.com/Raman1121/Diffusion_Memorization_HPO), so that
+  results compare with theirs. Each site is the ``transformer_blocks`` of a block, a bit governs only
+  the parameters the authors freeze by name there (``paper_masked``), and everything else the method
+  has always trains. Methods their code never masks take no bits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from memcontrol.config import LAYOUTS, TrainConfig
 from memcontrol.errors import UserError
+from memcontrol.peft.sites import transformer_sites
 
 Mask = tuple[int, ...]
+# Whether the method's parameter (or the layer it adapts) at this module path is to be trained.
+Selector = Callable[[str], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodOptions:
+    """What a method is built with. The defaults are TrainConfig's, so that the library and the flags agree."""
+
+    layout: str = TrainConfig.layout
+    train_outside_sites: bool = TrainConfig.train_outside_sites
+    lora_rank: int = TrainConfig.lora_rank
+    norm_learning_rate: float = TrainConfig.norm_learning_rate
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise UserError(f"--layout: expected one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.lora_rank < 1:
+            raise UserError(f"--lora_rank must be at least 1, got {self.lora_rank}")
+        if self.norm_learning_rate < 0:
+            raise UserError(f"--norm_learning_rate must not be negative, got {self.norm_learning_rate}")
+
+    @classmethod
+    def from_config(cls, config: TrainConfig | Mapping[str, Any]) -> MethodOptions:
+        """The options among ``config``'s values: a TrainConfig, or the ``config`` a manifest saved (defaults for absent keys)."""
+        values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 class PeftMethod(ABC):
     """Decides which parameters of a U-Net fine-tuning may change, site by site (the mask)."""
 
-    name: str = ""
+    name: ClassVar[str] = ""
+
+    def __init__(self, options: MethodOptions | None = None):
+        self.options = options or MethodOptions()
 
     def sites(self, unet: nn.Module) -> list[str]:
-        """Module paths a mask bit switches on or off; empty when the method takes no mask."""
+        """Module paths the mask's bits switch, in order."""
+        return self.paper_sites(unet) if self.options.layout == "paper" else transformer_sites(unet)
+
+    def paper_sites(self, unet: nn.Module) -> list[str]:
+        """The sites of the authors' masks for this method; none where their code takes no mask."""
         return []
+
+    def paper_masked(self, path: str) -> bool:
+        """Paper layout: whether a site's bit governs the method's parameter at ``path`` (else it always trains)."""
+        return True
+
+    def trains_outside(self) -> bool:
+        """Whether the method's parameters outside every site train."""
+        return self.options.layout == "paper" or self.options.train_outside_sites
 
     def check_mask(self, unet: nn.Module, mask: Sequence[int] | None) -> Mask:
         """The mask as a tuple of 0/1; ``None`` means every site on."""
@@ -34,30 +91,84 @@ class PeftMethod(ABC):
         mask = tuple(int(b) for b in mask)
         if len(mask) != len(sites) or any(b not in (0, 1) for b in mask):
             raise UserError(
-                f"--mask: method {self.name!r} expects {len(sites)} bits of 0/1 (one per site), got {len(mask)}"
+                f"--mask: method {self.name!r} ({self.options.layout} layout) expects {len(sites)} bits of 0/1"
+                f" (one per site, see `memcontrol sites`), got {len(mask)}"
             )
         return mask
 
+    def apply(self, unet: nn.Module, mask: Sequence[int] | None) -> list[nn.Parameter]:
+        """Adapt ``unet`` in place for ``mask`` and return the parameters to train; all others are frozen.
+
+        An empty mask means every site on, as ``None`` does (callers that take no mask pass ``()``).
+        """
+        mask = self.check_mask(unet, mask or None)
+        params = self.adapt(unet, self._selector(unet, mask))
+        unet.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
     @abstractmethod
-    def apply(self, unet: nn.Module, mask: Mask) -> list[nn.Parameter]:
-        """Adapt ``unet`` in place for this mask and return the parameters to train (all others frozen)."""
+    def adapt(self, unet: nn.Module, on: Selector) -> list[nn.Parameter]:
+        """Add the method's parameters where ``on(path)`` holds; return them and the existing parameters it trains.
+
+        Parameters are added only where they train: elsewhere they would be the identity at extra cost.
+        """
+
+    def _selector(self, unet: nn.Module, mask: Mask) -> Selector:
+        bits = dict(zip(self.sites(unet), mask))
+        paper, outside = self.options.layout == "paper", self.trains_outside()
+
+        def on(path: str) -> bool:
+            if paper and not self.paper_masked(path):
+                return True
+            site = next((s for s in bits if path.startswith(s + ".")), None)
+            return outside if site is None else bool(bits[site])
+
+        return on
+
+    def param_groups(self, unet: nn.Module, params: list[nn.Parameter], learning_rate: float) -> list[dict]:
+        """Optimizer parameter groups for what ``apply`` returned: one at ``learning_rate`` unless a method needs more."""
+        return [{"params": params, "lr": learning_rate}] if params else []
 
     def trained_state(self, unet: nn.Module) -> dict[str, torch.Tensor]:
         """What must be saved to reproduce the fine-tuned model on top of the base."""
         return {n: p.detach().contiguous() for n, p in unet.named_parameters() if p.requires_grad}
 
     def load_trained_state(self, unet: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        params = dict(unet.named_parameters())
-        unknown = sorted(set(state) - set(params))
-        if unknown:
-            raise UserError(f"trained weights do not fit method {self.name!r}: unknown parameter {unknown[0]}")
+        """Load ``trained_state`` into a U-Net adapted with the same method, options and mask."""
+        params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+        misfit = _misfit(state, params)
+        if misfit:
+            raise UserError(f"trained weights do not fit method {self.name!r} with these options and mask: {misfit}")
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value.to(params[name].dtype))
 
     def merge(self, unet: nn.Module) -> nn.Module:
-        """Return a plain U-Net with the adaptation folded into its weights."""
+        """Fold the adaptation into plain weights, in place, and return the U-Net: same class, same outputs.
+
+        Methods that add parameters do it as torch parametrizations of existing weights, so that the
+        merged model is the parametrized tensors written back, loadable by diffusers as any U-Net.
+        """
+        for module in list(unet.modules()):
+            if parametrize.is_parametrized(module):
+                for tensor_name in list(module.parametrizations):
+                    parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
         return unet
+
+
+def _misfit(state: dict[str, torch.Tensor], params: dict[str, nn.Parameter]) -> str | None:
+    """Why ``state`` cannot be loaded into ``params``; None when it can."""
+    unknown, missing = sorted(set(state) - set(params)), sorted(set(params) - set(state))
+    if unknown:
+        return f"unknown parameter {unknown[0]}"
+    if missing:
+        return f"no value for {missing[0]}"
+    for name in sorted(state):
+        if state[name].shape != params[name].shape:
+            return f"{name} has shape {tuple(state[name].shape)}, expected {tuple(params[name].shape)}"
+    return None
 
 
 _REGISTRY: dict[str, type[PeftMethod]] = {}
@@ -70,10 +181,10 @@ def register(cls: type[PeftMethod]) -> type[PeftMethod]:
     return cls
 
 
-def get_method(name: str) -> PeftMethod:
+def get_method(name: str, options: MethodOptions | None = None) -> PeftMethod:
     if name not in _REGISTRY:
         raise UserError(f"--method: unknown method {name!r}; expected one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return _REGISTRY[name](options)
 
 
 def method_names() -> list[str]:

@@ -8,8 +8,8 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig
 from memcontrol.data.prepare import prepare_data
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
-from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.models.pipeline import load_pipeline
+from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.sampling.generate import generate, save_images
 from memcontrol.train.checkpoint import load_trained
 from memcontrol.train.job import sample_settings
@@ -32,15 +32,16 @@ def run_generate(
     dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]
     if model_dir:
         pipe, manifest = load_trained(model_dir, device=device, dtype=dtype)
-        model_cfg.pretrained_model_name_or_path = None if manifest["base_model"] == "builtin" else manifest["base_model"]
+        base_model = manifest["base_model"]
     else:
-        pipe = load_pipeline(model_cfg.pretrained_model_name_or_path, device=device, dtype=dtype)
+        base_model = model_cfg.pretrained_model_name_or_path
+        pipe = load_pipeline(base_model, device=device, dtype=dtype)
     if not prompts:
         captions = [e.text for e in prepare_data(data_cfg).splits["validation"]]
         prompts = (captions * (num_images // max(len(captions), 1) + 1))[:num_images]
     else:
         prompts = (prompts * num_images)[:num_images] if len(prompts) < num_images else prompts
-    settings = sample_settings(model_cfg, sample_cfg)
+    settings = sample_settings(base_model, sample_cfg)
     resolution = data_cfg.resolution or native_resolution(pipe)
     images = generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=sample_cfg.sample_batch_size, **settings)
     grid = save_images(images, output_dir)

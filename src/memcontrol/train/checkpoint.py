@@ -18,7 +18,7 @@ import memcontrol
 from memcontrol.errors import UserError
 from memcontrol.io import atomic_path, ensure_writable_dir, write_json
 from memcontrol.models.pipeline import BUILTIN_MODEL_DIR, load_pipeline, resolve_model_path
-from memcontrol.peft import Mask, PeftMethod, get_method
+from memcontrol.peft import Mask, MethodOptions, PeftMethod, get_method
 
 WEIGHTS_FILE = "trained.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -54,14 +54,17 @@ def read_manifest(model_dir: str | Path) -> dict:
 
 
 def load_trained(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> tuple[StableDiffusionPipeline, dict]:
-    """Rebuild the fine-tuned pipeline: load the base, adapt it with the saved method and mask, load the trained part."""
+    """Rebuild the fine-tuned pipeline: load the base, adapt it with the saved method, options and mask,
+    load the trained part, and merge it into plain U-Net weights (sampling then costs what the base does).
+    """
     manifest = read_manifest(model_dir)
     weights = Path(model_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"--model_dir {model_dir}: no {WEIGHTS_FILE}")
     pipe = load_pipeline(manifest["base_model"], device=device, dtype=dtype)
-    method = get_method(manifest["method"])
-    method.apply(pipe.unet, method.check_mask(pipe.unet, [int(b) for b in manifest["mask"]] or None))
+    method = get_method(manifest["method"], MethodOptions.from_config(manifest.get("config", {})))
+    method.apply(pipe.unet, [int(b) for b in manifest["mask"]])
     method.load_trained_state(pipe.unet, load_file(str(weights), device=str(pipe.device)))
+    pipe.unet = method.merge(pipe.unet)
     pipe.unet.requires_grad_(False).eval()
     return pipe, manifest

@@ -79,8 +79,11 @@ def fine_tune(
     ``extra_parameters`` (e.g. the text encoder's, when pretraining) are optimised alongside.
     """
     unet = pipe.unet
-    params = method.apply(unet, mask) + list(extra_parameters or [])
-    result = TrainResult(sum(p.numel() for p in params), sum(p.numel() for p in unet.parameters()))
+    total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
+    own = method.apply(unet, mask)
+    extra = list(extra_parameters or [])
+    params = own + extra
+    result = TrainResult(sum(p.numel() for p in params), total)
     if not params or cfg.max_train_steps == 0:
         return result
     if cfg.train_batch_size < 1:
@@ -88,7 +91,8 @@ def fine_tune(
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
+    groups = method.param_groups(unet, own, cfg.learning_rate) + ([{"params": extra, "lr": cfg.learning_rate}] if extra else [])
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer,

@@ -12,8 +12,8 @@ from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import PreparedData, image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.models.pipeline import recommendations
-from memcontrol.peft import get_method, parse_mask
-from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
+from memcontrol.peft import MethodOptions, get_method, parse_mask
+from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling import generate, save_images
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.checkpoint import base_model_reference, save_trained
@@ -34,9 +34,9 @@ def build_training_set(
     return TrainingSet(latents, CaptionEmbeddings(pipe.tokenizer, pipe.text_encoder, [e.text for e in examples], progress=progress))
 
 
-def sample_settings(model_cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
-    """Guidance and steps from the flags, else from the model folder's recommendation."""
-    recommended = recommendations(model_cfg.pretrained_model_name_or_path)
+def sample_settings(base_model: str | None, sample_cfg: SampleConfig) -> dict:
+    """Guidance and steps from the flags, else from the base model folder's recommendation."""
+    recommended = recommendations(base_model)
     return {
         "guidance_scale": sample_cfg.guidance_scale if sample_cfg.guidance_scale is not None else recommended["guidance_scale"],
         "num_inference_steps": sample_cfg.num_inference_steps or recommended["num_inference_steps"],
@@ -54,7 +54,7 @@ def run_train(
 ) -> dict:
     output_dir = ensure_writable_dir(output_dir)
     data = prepare_data(data_cfg)
-    method = get_method(train_cfg.method)
+    method = get_method(train_cfg.method, MethodOptions.from_config(train_cfg))
     accelerator = accelerator or make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
     mask = method.check_mask(pipe.unet, parse_mask(train_cfg.mask))
@@ -77,7 +77,10 @@ def run_train(
         "result": summary,
     })
     write_json(output_dir / "losses.json", result.losses)
-    _sample_grid(pipe, data, resolution, sample_settings(model_cfg, sample_cfg), sample_cfg, train_cfg.seed, output_dir, progress)
+    # Sample from plain weights in the frozen parts' dtype: base speed, and no fp32/half mix in one pipeline.
+    pipe.unet = method.merge(pipe.unet).to(WEIGHT_DTYPES[model_cfg.mixed_precision]).eval()
+    settings = sample_settings(model_cfg.pretrained_model_name_or_path, sample_cfg)
+    _sample_grid(pipe, data, resolution, settings, sample_cfg, train_cfg.seed, output_dir, progress)
     return summary
 
 

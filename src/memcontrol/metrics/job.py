@@ -1,0 +1,85 @@
+"""``memcontrol evaluate`` and ``memcontrol audit``: load a model, pick the data and the encoder, write metrics.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from memcontrol.config import DataConfig, ModelConfig, SampleConfig, opt
+from memcontrol.data.builtin import resolve_dataset
+from memcontrol.data.imagefolder import load_imagefolder
+from memcontrol.data.prepare import is_builtin, prepare_data
+from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER, caption_class
+from memcontrol.metrics.evaluate import EvalSettings, audit_model, evaluate_model
+from memcontrol.metrics.features import EXTRACTORS, make_extractor
+from memcontrol.models.pipeline import load_pipeline
+from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
+from memcontrol.train.checkpoint import MANIFEST_FILE, load_trained
+from memcontrol.train.job import sample_settings
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class FeatureConfig:
+    feature_extractor: str = opt(
+        "auto", "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise", choices=("auto", *EXTRACTORS)
+    )
+    feature_weights: str | None = opt(None, "weights file of the extractor (domain: default the built-in encoder)")
+    clip_model: str | None = opt(None, "local CLIP folder for a CLIP score (optional)")
+
+
+def _extractor(cfg: FeatureConfig, builtin_data: bool, device):
+    name = cfg.feature_extractor
+    if name == "auto":
+        name = "domain" if builtin_data else "torchxrayvision"
+    weights = cfg.feature_weights or (BUILTIN_ENCODER if name == "domain" else None)
+    return make_extractor(name, device=device, weights=weights)
+
+
+def _resolved(settings: EvalSettings, base_model: str | None) -> EvalSettings:
+    sampling = sample_settings(base_model, SampleConfig(settings.num_inference_steps, settings.guidance_scale))
+    return dataclasses.replace(settings, **sampling)
+
+
+def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalSettings) -> dict:
+    """Evaluate a `memcontrol train` output on the test split of the data it was trained on."""
+    device = make_accelerator(model_cfg).device
+    pipe, manifest = load_trained(model_dir, device=device, dtype=WEIGHT_DTYPES[model_cfg.mixed_precision])
+    data_cfg = DataConfig(**{f.name: manifest["config"][f.name] for f in dataclasses.fields(DataConfig)})
+    data = prepare_data(data_cfg)
+    builtin = is_builtin(data_cfg.train_data_dir)
+    extractor = _extractor(features, builtin, device)
+    settings = _resolved(settings, manifest["base_model"])
+    metrics = evaluate_model(
+        pipe, train_examples=data.training, test_examples=data.splits["test"], dmem_examples=data.dmem,
+        resolution=manifest["resolution"], extractor=extractor, output_dir=output_dir, settings=settings,
+        class_of=caption_class if builtin and extractor.name == "domain" and not features.feature_weights else None,
+        clip_model=features.clip_model,
+    )
+    return _write(output_dir, {**metrics, "model_dir": str(model_dir), "method": manifest["method"], "mask": manifest["mask"]})
+
+
+def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalSettings) -> dict:
+    """Memorization metrics of any diffusers model (or `memcontrol train` output) against its training images."""
+    device = make_accelerator(model_cfg).device
+    dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]
+    if (Path(model_dir) / MANIFEST_FILE).is_file():
+        pipe, manifest = load_trained(model_dir, device=device, dtype=dtype)
+        base_model = manifest["base_model"]
+    else:
+        pipe, base_model = load_pipeline(model_dir, device=device, dtype=dtype), model_dir
+    examples = load_imagefolder(resolve_dataset(train_data_dir))
+    extractor = _extractor(features, is_builtin(train_data_dir), device)
+    metrics = audit_model(
+        pipe, examples, resolution=native_resolution(pipe), extractor=extractor, output_dir=output_dir,
+        settings=_resolved(settings, base_model),
+    )
+    return _write(output_dir, {**metrics, "model_dir": str(model_dir), "train_data_dir": train_data_dir})
+
+
+def _write(output_dir, metrics: dict) -> dict:
+    write_json(ensure_writable_dir(output_dir) / METRICS_FILE, metrics)
+    return metrics

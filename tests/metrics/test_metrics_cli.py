@@ -1,0 +1,36 @@
+"""`memcontrol evaluate` and `memcontrol audit` from the command line, on tiny models and data."""
+
+import json
+
+from memcontrol.cli import main
+
+FAST = ["--num_inference_steps", "2", "--guidance_scale", "1.5", "--extraction_samples", "3",
+        "--extraction_min_group", "2", "--device", "cpu", "--audit_prompts", "3"]
+
+
+def test_evaluate_writes_the_paper_metrics(tiny_model_dir, tiny_data_dir, tmp_path):
+    train = ["train", "--pretrained_model_name_or_path", str(tiny_model_dir), "--train_data_dir", str(tiny_data_dir),
+             "--output_dir", str(tmp_path / "model"), "--max_train_steps", "2", "--train_batch_size", "2",
+             "--num_inference_steps", "2", "--validation_fraction", "0.2", "--test_fraction", "0.3",
+             "--dmem_size", "2", "--dmem_repeats", "3", "--device", "cpu"]
+    assert main(train) == 0
+    assert main(["evaluate", "--model_dir", str(tmp_path / "model"), "--output_dir", str(tmp_path / "eval"),
+                 "--feature_extractor", "pixels", *FAST]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("fid", "amd", "extracted", "dmem_mean", "dmem_max"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["alignment"] is None  # no class judge for user data with pixel features
+    assert metrics["settings"]["guidance_scale"] == 1.5 and metrics["method"] == "full"
+    assert (tmp_path / "eval" / "extraction.png").is_file()
+
+
+def test_audit_takes_any_diffusers_folder(tiny_model_dir, tiny_data_dir, tmp_path):
+    assert main(["audit", "--model_dir", str(tiny_model_dir), "--train_data_dir", str(tiny_data_dir),
+                 "--output_dir", str(tmp_path / "audit"), "--feature_extractor", "pixels", *FAST]) == 0
+    metrics = json.loads((tmp_path / "audit" / "metrics.json").read_text())
+    assert len(metrics["attacked_prompts"]) == 3 and metrics["dmem_max"] >= metrics["dmem_mean"] >= 0
+
+
+def test_unknown_feature_extractor_is_exit_status_2(tiny_model_dir, tmp_path, capsys):
+    assert main(["audit", "--model_dir", str(tiny_model_dir), "--feature_extractor", "sift", *FAST]) == 2
+    assert "sift" in capsys.readouterr().err
