@@ -15,7 +15,7 @@ import time
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
 from memcontrol.data.prepare import prepare_data
 from memcontrol.models.pipeline import load_pipeline, recommendations
-from memcontrol.pretrain.check import position_accuracy
+from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.scenario import digit_accuracy, extraction_check
 from memcontrol.train.checkpoint import load_trained
 from memcontrol.train.job import run_train
@@ -28,9 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = {k: recommendations(None)[k] for k in ("guidance_scale", "num_inference_steps")}
     base = load_pipeline()
-    for guidance in (1.0, 1.5, 2.0, 3.0):
-        accuracy = position_accuracy(base, samples_per_quarter=16, guidance_scale=guidance, num_inference_steps=25)
-        print(f"base position accuracy at guidance {guidance}: {accuracy:.2f}")
+    for guidance in (1.0, 1.5, 3.0):
+        shape = shape_accuracy(base, samples_per_shape=16, guidance_scale=guidance, num_inference_steps=25)
+        position = position_accuracy(base, samples_per_quarter=16, guidance_scale=guidance, num_inference_steps=25)
+        print(f"base caption following at guidance {guidance}: shape {shape:.2f}, position {position:.2f} (chance 0.25)")
     data = prepare_data(DataConfig())
     start = time.perf_counter()
     run_train(ModelConfig(), DataConfig(), TrainConfig(), SampleConfig(), args.output_dir, progress=False)

@@ -58,3 +58,20 @@ def tiny_configs(tiny_model_dir, tiny_data_dir):
         TrainConfig(train_batch_size=4, max_train_steps=4, lr_warmup_steps=0),
         SampleConfig(num_inference_steps=3, guidance_scale=1.5, sample_batch_size=8),
     )
+
+
+@pytest.fixture
+def tiny_search_config(tiny_model_dir, tiny_data_dir, tmp_path):
+    """A YAML config for `memcontrol search` and `run`: seconds per trial on the tiny model and data."""
+    import yaml
+
+    path = tmp_path / "tiny-search.yaml"
+    path.write_text(yaml.safe_dump({
+        "pretrained_model_name_or_path": str(tiny_model_dir), "train_data_dir": str(tiny_data_dir), "device": "cpu",
+        "validation_fraction": 0.2, "test_fraction": 0.2, "dmem_size": 2, "dmem_repeats": 3,
+        "method": "svdiff", "train_batch_size": 4, "max_train_steps": 2, "lr_warmup_steps": 0,
+        "num_inference_steps": 2, "guidance_scale": 1.5, "sample_batch_size": 16,
+        "feature_extractor": "pixels", "extraction_samples": 3, "extraction_min_group": 2,
+        "n_trials": 3, "population_size": 2, "proxy_fraction": 0.5, "heartbeat_interval": 1, "grace_period": 2,
+    }))
+    return path

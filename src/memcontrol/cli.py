@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig, add_arguments, build
@@ -31,6 +32,10 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a search reports its trials (and their failures) itself
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -93,6 +98,22 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
     print(f"metrics.json and figures written to {args.output_dir}")
 
 
+def _cmd_search(args: argparse.Namespace) -> None:
+    from memcontrol.search import JobConfig, run_search
+
+    best = run_search(JobConfig.from_args(args), args.output_dir)
+    print(json.dumps({k: best[k] for k in ("method", "mask", "learning_rate", "metrics", "trainable_fraction")}, indent=2))
+    print(f"trials.csv, pareto.json, best_mask.json, pareto.png and convergence.png written to {args.output_dir}")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from memcontrol.pipeline import run_pipeline
+    from memcontrol.search import JobConfig
+
+    report = run_pipeline(JobConfig.from_args(args), args.output_dir)
+    print(f"report written to {report}")
+
+
 def _cmd_train_encoder(args: argparse.Namespace) -> None:
     from memcontrol.metrics.builtin_encoder import train_builtin_encoder
 
@@ -151,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     encoder = command("train-encoder", "rebuild the shipped built-in domain encoder (features and class judge)", _cmd_train_encoder)
     encoder.add_argument("--output", default=str(BUILTIN_ENCODER), help="where the encoder's safetensors file goes")
     encoder.add_argument("--steps", type=int, default=1500, help="optimisation steps")
+    from memcontrol.search import JobConfig
+
+    for name, help, run in (
+        ("search", "stage 1: search PEFT masks for low memorization and high quality (Optuna), then pick one", _cmd_search),
+        ("run", "the whole MemControl pipeline: search -> pick -> fine-tune with the mask -> evaluate -> report.md", _cmd_run),
+    ):
+        command(name, help, run, *JobConfig.classes(), output=name)
     imp = command("import", "write an imagefolder from MIMIC-CXR-JPG or a MedMNIST .npz file", _cmd_import)
     imp.add_argument("source", choices=("mimic-cxr", "medmnist"))
     imp.add_argument("input", help="MIMIC-CXR-JPG root folder, or the .npz file")

@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -21,6 +21,8 @@ from memcontrol.errors import UserError
 
 # Where a mask's bits act (see memcontrol.peft.base): one bit per Transformer2DModel block, or the authors' layout.
 LAYOUTS = ("blocks", "paper")
+# Shipped YAML configs, found by name: `--config cpu`.
+PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
@@ -76,8 +78,28 @@ class TrainConfig:
     adam_weight_decay: float = opt(1e-2, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     caption_dropout: float = opt(0.1, "probability that a caption is replaced by the empty one (for guidance)")
+    latent_sampling: str = opt(
+        "mean",
+        "mean: train on the VAE posterior means; sample: draw from the posterior at each step (diffusers' script). "
+        "The posterior noise is noise the U-Net cannot predict at small timesteps; on SD's VAE it is tiny either way",
+        choices=("mean", "sample"),
+    )
     gradient_checkpointing: bool = opt(False, "trade compute for memory in the U-Net")
     seed: int = opt(0, "seed of initialisation, batches and noise")
+    mitigation: str = opt("none", "memorization mitigation while training: none, rwa, threshold, embedding_noise or multi_caption")
+    rwa_probability: float = opt(0.1, "rwa: chance that a caption gets random words at an access (Somepalli et al.: 0.1)")
+    rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)")
+    rwa_fixed: bool = opt(
+        False, "rwa: draw the words once per training example, not at each access (the authors' code: with --rwa_probability 1 --rwa_words 4)"
+    )
+    threshold: float | None = opt(
+        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)"
+    )
+    threshold_quantile: float | None = opt(None, "threshold: instead of --threshold, this quantile of each batch's norms, e.g. 0.9")
+    embedding_noise_sigma: float = opt(0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step")
+    caption_variants: str | None = opt(
+        None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"
+    )
 
 
 @dataclass
@@ -85,6 +107,51 @@ class SampleConfig:
     num_inference_steps: int | None = opt(None, "DDIM steps; default: the model's recommendation")
     guidance_scale: float | None = opt(None, "classifier-free guidance; default: the model's recommendation")
     sample_batch_size: int = opt(16, "images generated per forward pass")
+
+
+# Names of the search's samplers, NSGA-II crossovers and pick rules (memcontrol.search.study and .pick implement them).
+SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
+CROSSOVER_CHOICES = ("uniform", "blxalpha", "sbx", "vsbx", "undx", "spx")
+PICK_RULE_CHOICES = ("mean", "ideal", "chebyshev")
+
+
+@dataclass
+class SearchConfig:
+    """The mask search (stage 1): its objectives, sampler, budget and storage."""
+
+    n_trials: int = opt(20, "finished trials the study is to hold (per method with --method all and union), whoever runs them")
+    objectives: str = opt("dmem_mean,fid", "two or more metrics, comma-separated: dmem_mean, dmem_max, fid, amd, alignment, clip_score, extracted")
+    proxy_fraction: float = opt(0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)")
+    trial_train_steps: int | None = opt(None, "optimisation steps of each trial; default: --max_train_steps")
+    trial_fid_samples: int | None = opt(None, "validation prompts (and real validation images) for each trial's FID; default: --fid_samples")
+    search_learning_rate: bool = opt(False, "search the learning rate as well, on a log scale (the authors)")
+    learning_rate_min: float = opt(1e-5, "lowest learning rate searched")
+    learning_rate_max: float = opt(1e-3, "highest learning rate searched")
+    global_methods: str = opt("svdiff,difffit,attention", "the methods --method all searches, comma-separated")
+    global_search: str = opt(
+        "union", "--method all: union of per-method Pareto fronts (the paper), or one study choosing the method", choices=("union", "categorical")
+    )
+    sampler: str = opt("nsga2", "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random", choices=SAMPLER_CHOICES)
+    population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random")
+    crossover: str = opt("uniform", "NSGA-II crossover", choices=CROSSOVER_CHOICES)
+    crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover")
+    mutation_prob: float | None = opt(None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters")
+    startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled")
+    search_seed: int = opt(0, "seed of the sampler; trial n draws from seed + n, so that workers and resumed runs never propose alike")
+    pick_rule: str = opt(
+        "mean", "choose on the Pareto front by the min-max normalised objectives' mean (the paper), distance to the ideal point, or maximum",
+        choices=PICK_RULE_CHOICES,
+    )
+    baselines: str = opt(
+        "", "methods also trained with every site on, as trials are, for comparison: METHOD[@LEARNING_RATE],... (e.g. full@5e-4,svdiff)"
+    )
+    storage: str | None = opt(
+        None, "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir"
+    )
+    study_name: str = opt("memcontrol", "name of the study in the storage (the method is appended)")
+    heartbeat_interval: int = opt(60, "seconds between a running trial's heartbeats")
+    grace_period: int | None = opt(None, "seconds without a heartbeat after which a trial counts as interrupted; default: 2 heartbeats")
+    max_retry: int = opt(1, "times an interrupted trial is run again with the same proposal")
 
 
 def _base_type(annotation: Any) -> type:
@@ -95,11 +162,18 @@ def _base_type(annotation: Any) -> type:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
-    """One flag per field. Defaults are suppressed so that we can tell what the user typed."""
+    """One flag per field. Defaults are suppressed so that we can tell what the user typed.
+
+    A field that several configs share (``seed``, ``guidance_scale`` ...) is one flag that sets all of them.
+    """
+    seen: set[str] = set()
     for cls in classes:
         group = parser.add_argument_group(cls.__name__)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            if f.name in seen:
+                continue
+            seen.add(f.name)
             kind = _base_type(hints[f.name])
             kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
             if kind is bool:
@@ -110,10 +184,23 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
             group.add_argument(f"--{f.name}", **kwargs)
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A YAML file, or the name of a preset shipped with memcontrol (``--config cpu``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    raise UserError(f"--config {name_or_path}: no such file, nor a preset ({', '.join(preset_names())})")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
+    path = resolve_config(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -163,3 +250,13 @@ def as_dict(*configs: Any) -> dict[str, Any]:
     for c in configs:
         out.update(dataclasses.asdict(c))
     return out
+
+
+Options = TypeVar("Options")
+
+
+def options_from(cls: type[Options], config: Any) -> Options:
+    """The dataclass ``cls`` from the same-named values of ``config``: a config dataclass, or the ``config``
+    mapping a manifest saved (defaults for absent keys)."""
+    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})

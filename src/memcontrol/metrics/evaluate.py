@@ -92,9 +92,9 @@ def evaluate_model(
     test = list(test_examples)[: s.fid_samples]
     if len(test) < 2:
         raise UserError(f"evaluation: FID needs at least 2 test examples, got {len(test)}")
-    judge = _alignment_judge(classifier, extractor) if class_of else None
+    judge = alignment_judge(classifier, extractor) if class_of else None
     clip = load_clip(clip_model, pipe._execution_device) if clip_model else None
-    generated, alignment, clip_value = _score_samples(pipe, test, resolution, s, extractor, judge, class_of, clip, progress)
+    generated, alignment, clip_value = score_samples(pipe, test, resolution, s, extractor, judge, class_of, clip, progress)
     real = features_of_examples(extractor, test, resolution, batch_size=s.feature_batch_size, progress=progress)
     training = _training_features(extractor, train_examples, resolution, s, progress)
     memorization, _ = _memorization(pipe, list(dict.fromkeys(dmem_examples)), resolution, s, output_dir, None, progress)
@@ -111,10 +111,13 @@ def evaluate_model(
     }
 
 
-def _score_samples(
+def score_samples(
     pipe, test: list[Example], resolution: int, s: EvalSettings, extractor, judge, class_of, clip, progress: bool
 ) -> tuple[torch.Tensor, float | None, float | None]:
-    """Generate from the test captions a chunk at a time: the samples' features, alignment and CLIP score."""
+    """Generate from the test captions a chunk at a time: the samples' features, alignment and CLIP score.
+
+    ``judge`` (see ``alignment_judge``) and ``class_of``, and ``clip`` (see ``load_clip``), may be None.
+    """
     features, alignment, clip_scores = [], [], []
     for start in tqdm(range(0, len(test), CHUNK), desc="evaluate", disable=not progress, leave=False):
         captions = [e.text for e in test[start : start + CHUNK]]
@@ -164,24 +167,36 @@ def _memorization(
     """Extraction attack (its figure written to ``output_dir``) and d_mem on ``examples``; None values when there are none."""
     if not examples:
         return {"extracted": None, "extractions": [], "dmem_mean": None, "dmem_max": None, "dmem": [], "figures": {}}, None
+    extraction, features = extraction_metrics(pipe, examples, resolution, s, output_dir, extractor, progress)
+    return {**extraction, **dmem_metrics(pipe, examples, resolution, s, progress)}, features
+
+
+def extraction_metrics(
+    pipe, examples: list[Example], resolution: int, s: EvalSettings, output_dir: Path, extractor, progress: bool
+) -> tuple[dict, torch.Tensor | None]:
+    """The extraction attack on ``examples`` (its figure written to ``output_dir``), and the features of its generations
+    when an ``extractor`` is given."""
     run = run_extraction_attack(
         pipe, examples, resolution,
         samples_per_prompt=s.extraction_samples, threshold=s.extraction_threshold, min_group=s.extraction_min_group,
         grouping=s.extraction_grouping, grid=s.extraction_grid, seed=s.seed, extractor=extractor, progress=progress,
         **s.sampling(),
     )
+    metrics = {
+        "extracted": len(run.extractions),
+        "extractions": [asdict(e) for e in run.extractions],
+        "figures": {"extraction": str(save_extraction_grid(run, output_dir / EXTRACTION_FIGURE))},
+    }
+    return metrics, run.features
+
+
+def dmem_metrics(pipe, examples: list[Example], resolution: int, s: EvalSettings, progress: bool) -> dict:
+    """d_mem of each of ``examples``, their mean and maximum."""
     dmem = dmem_scores(
         pipe, examples, mode=s.dmem_mode, resolution=resolution, seed=s.seed, samples_per_prompt=s.dmem_samples_per_prompt,
         progress=progress, **s.sampling(),
     )
-    metrics = {
-        "extracted": len(run.extractions),
-        "extractions": [asdict(e) for e in run.extractions],
-        **dmem_summary(dmem),
-        "dmem": dmem.tolist(),
-        "figures": {"extraction": str(save_extraction_grid(run, output_dir / EXTRACTION_FIGURE))},
-    }
-    return metrics, run.features
+    return {**dmem_summary(dmem), "dmem": dmem.tolist()}
 
 
 def _training_features(extractor, train_examples, resolution: int, s: EvalSettings, progress: bool) -> torch.Tensor:
@@ -190,7 +205,7 @@ def _training_features(extractor, train_examples, resolution: int, s: EvalSettin
     return features_of_examples(extractor, distinct, resolution, batch_size=s.feature_batch_size, progress=progress)
 
 
-def _alignment_judge(classifier: DomainFeatures | None, extractor: FeatureExtractor) -> DomainFeatures:
+def alignment_judge(classifier: DomainFeatures | None, extractor: FeatureExtractor) -> DomainFeatures:
     judge = classifier or extractor
     if not isinstance(judge, DomainFeatures):
         raise UserError("alignment: a caption-to-class mapping needs the domain encoder (as classifier or as the feature extractor)")

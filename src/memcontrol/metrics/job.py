@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from memcontrol.data.prepare import is_builtin, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER, caption_class
 from memcontrol.metrics.evaluate import EvalSettings, audit_model, evaluate_model
-from memcontrol.metrics.features import EXTRACTORS, make_extractor
+from memcontrol.metrics.features import EXTRACTORS, FeatureExtractor, make_extractor
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.train.checkpoint import MANIFEST_FILE, load_trained
@@ -31,7 +32,7 @@ class FeatureConfig:
     clip_model: str | None = opt(None, "local CLIP folder for a CLIP score (optional)")
 
 
-def _extractor(cfg: FeatureConfig, builtin_data: bool, device):
+def feature_extractor(cfg: FeatureConfig, builtin_data: bool, device) -> FeatureExtractor:
     name = cfg.feature_extractor
     if name == "auto":
         name = "domain" if builtin_data else "torchxrayvision"
@@ -39,7 +40,13 @@ def _extractor(cfg: FeatureConfig, builtin_data: bool, device):
     return make_extractor(name, device=device, weights=weights)
 
 
-def _resolved(settings: EvalSettings, base_model: str | None) -> EvalSettings:
+def caption_classes(cfg: FeatureConfig, builtin_data: bool, extractor: FeatureExtractor) -> Callable[[str], str | None] | None:
+    """Caption -> class for the alignment score: only the built-in encoder on built-in data knows the classes."""
+    return caption_class if builtin_data and extractor.name == "domain" and not cfg.feature_weights else None
+
+
+def resolve_sampling(settings: EvalSettings, base_model: str | None) -> EvalSettings:
+    """The settings with guidance and steps filled in from the base model's recommendation where not given."""
     sampling = sample_settings(base_model, SampleConfig(settings.num_inference_steps, settings.guidance_scale))
     return dataclasses.replace(settings, **sampling)
 
@@ -51,12 +58,12 @@ def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig,
     data_cfg = DataConfig(**{f.name: manifest["config"][f.name] for f in dataclasses.fields(DataConfig)})
     data = prepare_data(data_cfg)
     builtin = is_builtin(data_cfg.train_data_dir)
-    extractor = _extractor(features, builtin, device)
-    settings = _resolved(settings, manifest["base_model"])
+    extractor = feature_extractor(features, builtin, device)
+    settings = resolve_sampling(settings, manifest["base_model"])
     metrics = evaluate_model(
         pipe, train_examples=data.training, test_examples=data.splits["test"], dmem_examples=data.dmem,
         resolution=manifest["resolution"], extractor=extractor, output_dir=output_dir, settings=settings,
-        class_of=caption_class if builtin and extractor.name == "domain" and not features.feature_weights else None,
+        class_of=caption_classes(features, builtin, extractor),
         clip_model=features.clip_model,
     )
     return _write(output_dir, {**metrics, "model_dir": str(model_dir), "method": manifest["method"], "mask": manifest["mask"]})
@@ -72,10 +79,10 @@ def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path
     else:
         pipe, base_model = load_pipeline(model_dir, device=device, dtype=dtype), model_dir
     examples = load_imagefolder(resolve_dataset(train_data_dir))
-    extractor = _extractor(features, is_builtin(train_data_dir), device)
+    extractor = feature_extractor(features, is_builtin(train_data_dir), device)
     metrics = audit_model(
         pipe, examples, resolution=native_resolution(pipe), extractor=extractor, output_dir=output_dir,
-        settings=_resolved(settings, base_model),
+        settings=resolve_sampling(settings, base_model),
     )
     return _write(output_dir, {**metrics, "model_dir": str(model_dir), "train_data_dir": train_data_dir})
 

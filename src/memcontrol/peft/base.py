@@ -26,9 +26,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from memcontrol.config import LAYOUTS, TrainConfig
+from memcontrol.config import LAYOUTS, TrainConfig, options_from
 from memcontrol.errors import UserError
 from memcontrol.peft.sites import transformer_sites
+from memcontrol.registry import Registry
 
 Mask = tuple[int, ...]
 # Whether the method's parameter (or the layer it adapts) at this module path is to be trained.
@@ -55,8 +56,7 @@ class MethodOptions:
     @classmethod
     def from_config(cls, config: TrainConfig | Mapping[str, Any]) -> MethodOptions:
         """The options among ``config``'s values: a TrainConfig, or the ``config`` a manifest saved (defaults for absent keys)."""
-        values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+        return options_from(cls, config)
 
 
 class PeftMethod(ABC):
@@ -171,24 +171,13 @@ def _misfit(state: dict[str, torch.Tensor], params: dict[str, nn.Parameter]) -> 
     return None
 
 
-_REGISTRY: dict[str, type[PeftMethod]] = {}
-
-
-def register(cls: type[PeftMethod]) -> type[PeftMethod]:
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"method name {cls.name!r} is empty or already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+METHODS: Registry[type[PeftMethod]] = Registry("method", "--method")
+register = METHODS.register
+method_names = METHODS.names
 
 
 def get_method(name: str, options: MethodOptions | None = None) -> PeftMethod:
-    if name not in _REGISTRY:
-        raise UserError(f"--method: unknown method {name!r}; expected one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](options)
-
-
-def method_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return METHODS.get(name)(options)
 
 
 def parse_mask(text: str | None) -> Mask | None:

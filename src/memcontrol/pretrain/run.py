@@ -13,7 +13,7 @@ from memcontrol.config import TrainConfig, as_dict, opt
 from memcontrol.io import atomic_dir, write_json
 from memcontrol.models.pipeline import RECOMMENDATIONS_FILE
 from memcontrol.peft import get_method
-from memcontrol.pretrain.check import position_accuracy
+from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.pretrain.components import RESOLUTION, random_pipeline
 from memcontrol.pretrain.data import general_domain
 from memcontrol.pretrain.vae import train_vae
@@ -31,7 +31,7 @@ class PretrainConfig:
     num_images: int = opt(20000, "general-domain images (shapes and photo crops) to pretrain on")
     vae_steps: int = opt(2000, "VAE optimisation steps (batch 64)")
     vae_learning_rate: float = opt(2e-3, "VAE AdamW learning rate (cosine decay)")
-    check_samples: int = opt(16, "samples per quarter in the caption-following check")
+    check_samples: int = opt(16, "samples per shape (and per quarter) in the caption-following checks")
 
 
 def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig, accelerator: Accelerator, progress: bool = True) -> dict:
@@ -50,6 +50,7 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
     report.update(
         unet_final_loss=result.losses[-1][1] if result.losses else None,
         unet_seconds=round(result.seconds, 1),
+        shape_accuracy=shape_accuracy(pipe, samples_per_shape=cfg.check_samples, **RECOMMENDED_SAMPLING),
         position_accuracy=position_accuracy(pipe, samples_per_quarter=cfg.check_samples, **RECOMMENDED_SAMPLING),
         config={**as_dict(cfg, train_cfg)},
         torch=torch.__version__,

@@ -19,7 +19,7 @@ EMBEDDING_CACHE_BYTES = 2 * 1024**3
 class LatentCache:
     """The VAE posterior of every training image: a fresh latent sample is drawn at each step."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, scaling_factor: float):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor | None, scaling_factor: float):
         self.mean, self.std, self.scaling_factor = mean, std, scaling_factor
 
     @classmethod
@@ -37,20 +37,35 @@ class LatentCache:
 
     def sample(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Scaled latents of the images at ``index`` (on the CPU; the caller moves them)."""
-        mean, std = self.mean[index], self.std[index]
+        mean = self.mean[index]
+        if self.std is None:
+            return mean * self.scaling_factor
         noise = torch.randn(mean.shape, generator=generator)
-        return (mean + std * noise) * self.scaling_factor
+        return (mean + self.std[index] * noise) * self.scaling_factor
+
+    def posterior_means(self) -> "LatentCache":
+        """The same images with deterministic latents (the posterior means)."""
+        return LatentCache(self.mean, None, self.scaling_factor)
 
 
 class CaptionEmbeddings:
     """Text-encoder outputs of a fixed list of captions, cached when they fit in memory.
 
+    ``extra`` captions are embedded besides the examples' own, for a mitigation that swaps them in.
     With ``trainable=True`` (pretraining the text encoder) nothing is cached and gradients flow.
     """
 
-    def __init__(self, tokenizer, text_encoder, captions: Sequence[str], progress: bool = True, trainable: bool = False):
-        self.tokenizer, self.text_encoder, self.trainable = tokenizer, text_encoder, trainable
-        self.texts = sorted(set(captions) | {""})
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder,
+        captions: Sequence[str],
+        progress: bool = True,
+        trainable: bool = False,
+        extra: Iterable[str] = (),
+    ):
+        self.tokenizer, self.text_encoder, self.progress, self.trainable = tokenizer, text_encoder, progress, trainable
+        self.texts = sorted(set(captions) | set(extra) | {""})
         self.ids = {text: i for i, text in enumerate(self.texts)}
         self.caption_ids = torch.tensor([self.ids[c] for c in captions])
         self.empty_id = self.ids[""]
@@ -58,9 +73,17 @@ class CaptionEmbeddings:
         size = len(self.texts) * tokenizer.model_max_length * hidden * text_encoder.dtype.itemsize
         self.cache = self._encode_all(progress) if size <= EMBEDDING_CACHE_BYTES and not trainable else None
 
+    def derive(self, captions: Sequence[str], extra: Iterable[str] = ()) -> "CaptionEmbeddings":
+        """Embeddings of other captions (one per example, as in the constructor) with the same text encoder."""
+        return CaptionEmbeddings(self.tokenizer, self.text_encoder, captions, self.progress, self.trainable, extra)
+
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         return self._embed(texts)
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of any texts, computed now: with gradients only when the text encoder trains."""
+        return self._embed(texts) if self.trainable else self.encode(texts)
 
     def _embed(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(
@@ -78,5 +101,4 @@ class CaptionEmbeddings:
         """Embeddings of caption ids (indices into ``self.texts``), on the text encoder's device."""
         if self.cache is not None:
             return self.cache[ids.to(self.cache.device)]
-        texts = [self.texts[i] for i in ids.tolist()]
-        return self._embed(texts) if self.trainable else self.encode(texts)
+        return self.embed_texts([self.texts[i] for i in ids.tolist()])

@@ -3,14 +3,15 @@
 Reads like diffusers' train_text_to_image.py, minus the per-step VAE and text encoder (see cache.py):
 noise the cached latents at a random timestep, predict the noise (or velocity) with the U-Net,
 MSE in float32, AdamW with warm-up, gradient clipping. All randomness comes from one seeded CPU
-generator, so a run is reproducible on a given device whatever the batch timing.
+generator, so a run is reproducible on a given device whatever the batch timing. A memorization
+mitigation (memcontrol.mitigations, ``cfg.mitigation``) plugs into each step through its hooks.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from memcontrol.config import TrainConfig
 from memcontrol.errors import UserError
+from memcontrol.mitigations import Mitigation, MitigationOptions, get_mitigation
 from memcontrol.peft import Mask, PeftMethod
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 
@@ -48,6 +50,8 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     losses: list[tuple[int, float]] = field(default_factory=list)
+    dropped_samples: int = 0  # left out of the loss by the mitigation
+    skipped_batches: int = 0  # every sample left out: no optimizer step
 
     @property
     def trainable_fraction(self) -> float:
@@ -73,11 +77,15 @@ def fine_tune(
     accelerator: Accelerator,
     progress: bool = True,
     extra_parameters: list[torch.nn.Parameter] | None = None,
+    mitigation: Mitigation | None = None,
 ) -> TrainResult:
-    """Adapt ``pipe.unet`` in place with ``method``/``mask`` and train it on ``data``.
+    """Adapt ``pipe.unet`` in place with ``method``/``mask`` and train it on ``data`` with ``mitigation``.
 
     ``extra_parameters`` (e.g. the text encoder's, when pretraining) are optimised alongside.
+    ``mitigation`` defaults to the one ``cfg`` names; a caller builds it first to check its options early.
     """
+    if mitigation is None:
+        mitigation = get_mitigation(cfg.mitigation, MitigationOptions.from_config(cfg))
     unet = pipe.unet
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
     own = method.apply(unet, mask)
@@ -102,38 +110,51 @@ def fine_tune(
     model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     generator = torch.Generator().manual_seed(cfg.seed)
+    data = replace(data, captions=mitigation.setup(data.captions, generator))
+    if cfg.latent_sampling == "mean":
+        data = replace(data, latents=data.latents.posterior_means())
     batches = batch_indices(len(data.latents), cfg.train_batch_size, generator)
 
-    start, running = time.perf_counter(), torch.zeros((), device=accelerator.device)
+    start, running, counted = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
     bar = tqdm(range(cfg.max_train_steps), desc=f"train {method.name}", disable=not progress, leave=False)
     for step in bar:
-        loss = _loss(model, noise_scheduler, data, next(batches), cfg.caption_dropout, generator, accelerator)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        running += loss.detach()
-        if (step + 1) % LOG_EVERY == 0 or step + 1 == cfg.max_train_steps:
-            mean = running.item() / ((step % LOG_EVERY) + 1)
+        loss, dropped = _loss(model, noise_scheduler, data, next(batches), cfg.caption_dropout, generator, accelerator, mitigation)
+        result.dropped_samples += dropped
+        if loss is None:  # as Wen et al.: a batch the mitigation empties makes no step
+            result.skipped_batches += 1
+        else:
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.detach()
+            counted += 1
+        if ((step + 1) % LOG_EVERY == 0 or step + 1 == cfg.max_train_steps) and counted:
+            mean = running.item() / counted
             if mean != mean or mean in (float("inf"), float("-inf")):
                 raise NonFiniteLoss(f"loss became {mean} at step {step + 1}")
             result.losses.append((step + 1, mean))
             bar.set_postfix(loss=f"{mean:.4f}")
             running.zero_()
+            counted = 0
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unet.eval()
     result.steps, result.seconds = cfg.max_train_steps, time.perf_counter() - start
     return result
 
 
-def _loss(model, noise_scheduler, data: TrainingSet, index, caption_dropout, generator, accelerator) -> torch.Tensor:
+def _loss(
+    model, noise_scheduler, data: TrainingSet, index, caption_dropout, generator, accelerator, mitigation: Mitigation
+) -> tuple[torch.Tensor | None, int]:
+    """The batch's loss over the samples the mitigation keeps (None when it keeps none), and how many it left out."""
     device = accelerator.device
     latents = data.latents.sample(index, generator)
     noise = torch.randn(latents.shape, generator=generator)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
     caption_ids = data.captions.caption_ids[index].clone()
     caption_ids[torch.rand(len(index), generator=generator) < caption_dropout] = data.captions.empty_id
+    conditioning = mitigation.embed(data.captions, caption_ids, generator)
     latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
@@ -141,5 +162,11 @@ def _loss(model, noise_scheduler, data: TrainingSet, index, caption_dropout, gen
     else:
         target = noise
     with accelerator.autocast():
-        prediction = model(noisy, timesteps, data.captions.lookup(caption_ids), return_dict=False)[0]
-    return F.mse_loss(prediction.float(), target.float())
+        prediction = model(noisy, timesteps, conditioning, return_dict=False)[0]
+        keep = mitigation.keep(model, noisy, timesteps, prediction, data.captions)
+    if keep is None:
+        return F.mse_loss(prediction.float(), target.float()), 0
+    dropped = int((~keep).sum())
+    if dropped == len(keep):
+        return None, dropped
+    return F.mse_loss(prediction[keep].float(), target[keep].float()), dropped

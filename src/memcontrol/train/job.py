@@ -11,13 +11,14 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
 from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import PreparedData, image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.mitigations import MitigationOptions, get_mitigation
 from memcontrol.models.pipeline import recommendations
-from memcontrol.peft import MethodOptions, get_method, parse_mask
+from memcontrol.peft import MethodOptions, PeftMethod, get_method, parse_mask
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling import generate, save_images
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.checkpoint import base_model_reference, save_trained
-from memcontrol.train.engine import TrainingSet, fine_tune
+from memcontrol.train.engine import TrainingSet, TrainResult, fine_tune
 
 SAMPLE_PROMPTS = 8  # per group (D_mem, validation) in the grid written after training
 
@@ -55,20 +56,14 @@ def run_train(
     output_dir = ensure_writable_dir(output_dir)
     data = prepare_data(data_cfg)
     method = get_method(train_cfg.method, MethodOptions.from_config(train_cfg))
+    mitigation = get_mitigation(train_cfg.mitigation, MitigationOptions.from_config(train_cfg))
     accelerator = accelerator or make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
     mask = method.check_mask(pipe.unet, parse_mask(train_cfg.mask))
     resolution = data_cfg.resolution or native_resolution(pipe)
     training_set = build_training_set(pipe, data.training, resolution, data_cfg.dataloader_num_workers, progress)
-    result = fine_tune(pipe, method, mask, training_set, train_cfg, accelerator, progress=progress)
-    summary = {
-        "trainable_parameters": result.trainable_parameters,
-        "total_parameters": result.total_parameters,
-        "trainable_fraction": result.trainable_fraction,
-        "steps": result.steps,
-        "seconds": round(result.seconds, 2),
-        "final_loss": result.losses[-1][1] if result.losses else None,
-    }
+    result = fine_tune(pipe, method, mask, training_set, train_cfg, accelerator, progress=progress, mitigation=mitigation)
+    summary = train_summary(result)
     save_trained(output_dir, pipe, method, mask, {
         "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
         "resolution": resolution,
@@ -77,18 +72,39 @@ def run_train(
         "result": summary,
     })
     write_json(output_dir / "losses.json", result.losses)
-    # Sample from plain weights in the frozen parts' dtype: base speed, and no fp32/half mix in one pipeline.
-    pipe.unet = method.merge(pipe.unet).to(WEIGHT_DTYPES[model_cfg.mixed_precision]).eval()
+    merge_for_sampling(pipe, method, model_cfg.mixed_precision)
     settings = sample_settings(model_cfg.pretrained_model_name_or_path, sample_cfg)
-    _sample_grid(pipe, data, resolution, settings, sample_cfg, train_cfg.seed, output_dir, progress)
+    sample_grid(pipe, data, resolution, settings, sample_cfg.sample_batch_size, train_cfg.seed, output_dir, progress)
     return summary
 
 
-def _sample_grid(pipe, data: PreparedData, resolution, settings, sample_cfg, seed, output_dir, progress) -> None:
+def train_summary(result: TrainResult) -> dict:
+    """What a fine-tuning run reports: in the manifest, and in a search trial's record."""
+    return {
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "trainable_fraction": result.trainable_fraction,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "final_loss": result.losses[-1][1] if result.losses else None,
+        "dropped_samples": result.dropped_samples,
+        "skipped_batches": result.skipped_batches,
+    }
+
+
+def merge_for_sampling(pipe: StableDiffusionPipeline, method: PeftMethod, mixed_precision: str) -> None:
+    """Sample from plain weights in the frozen parts' dtype: base speed, and no fp32/half mix in one pipeline."""
+    pipe.unet = method.merge(pipe.unet).to(WEIGHT_DTYPES[mixed_precision]).eval()
+
+
+def sample_grid(
+    pipe: StableDiffusionPipeline, data: PreparedData, resolution: int, settings: dict, batch_size: int, seed: int,
+    output_dir: Path, progress: bool,
+) -> None:
     """Samples for D_mem captions (memorization shows here) and for validation captions (quality)."""
     prompts = [e.text for e in data.dmem[:SAMPLE_PROMPTS]] + [e.text for e in data.splits["validation"][:SAMPLE_PROMPTS]]
     if not prompts:
         return
-    images = generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=sample_cfg.sample_batch_size, progress=progress, **settings)
+    images = generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=batch_size, progress=progress, **settings)
     save_images(images, output_dir / "samples", columns=SAMPLE_PROMPTS)
     write_json(output_dir / "samples" / "prompts.json", {"prompts": prompts, "seed": seed, **settings})

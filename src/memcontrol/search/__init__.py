@@ -1,0 +1,16 @@
+"""Stage 1 of MemControl: the bi-level search for PEFT masks that trade memorization against quality.
+
+The outer loop (Optuna, multi-objective) proposes a mask; the inner loop fine-tunes with it on a
+small proxy training set and measures d_mem on D_mem and FID on validation prompts; the Pareto
+front of the trials and one mask picked on it are the result.
+"""
+
+from memcontrol.search.job import JobConfig, run_search
+from memcontrol.search.objectives import OBJECTIVES, Objective, parse_objectives
+from memcontrol.search.pick import PICK_RULES, hypervolume, pareto_mask, pick
+from memcontrol.search.space import Proposal, SearchSpace, search_spaces
+
+__all__ = [
+    "OBJECTIVES", "PICK_RULES", "JobConfig", "Objective", "Proposal", "SearchSpace", "hypervolume", "parse_objectives",
+    "pareto_mask", "pick", "run_search", "search_spaces",
+]

@@ -1,0 +1,169 @@
+"""The inner loop (Algorithm 1, lines 4-9) and the objective Optuna calls with it.
+
+``InnerLoop`` fine-tunes the base model with one proposal (method, mask, learning rate) on the
+search's training set and measures the objectives; it loads the model and encodes the data once,
+and each trial starts from a fresh copy of the base U-Net. A trial that fails (diverged, out of
+memory, an exception) is recorded with its reason and the search goes on; bad input (UserError)
+stops the search, since every trial would fail alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+import torch
+
+from memcontrol.data.imagefolder import Example
+from memcontrol.data.prepare import PreparedData, is_builtin
+from memcontrol.errors import UserError
+from memcontrol.io import write_json
+from memcontrol.metrics.evaluate import EvalSettings
+from memcontrol.metrics.job import caption_classes, feature_extractor, resolve_sampling
+from memcontrol.peft import MethodOptions, get_method
+from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
+from memcontrol.search.objectives import Objective, TrialMetrics
+from memcontrol.search.space import Proposal, SearchSpace
+from memcontrol.search.study import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
+from memcontrol.train.engine import NonFiniteLoss, fine_tune
+from memcontrol.train.job import build_training_set, merge_for_sampling, sample_grid, train_summary
+
+if TYPE_CHECKING:
+    from memcontrol.search.job import JobConfig
+
+TRIAL_FILE = "trial.json"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TrialFailed(Exception):
+    """A trial produced no objectives; its reason is recorded and the search goes on."""
+
+
+def trial_settings(job: JobConfig) -> EvalSettings:
+    """The evaluation settings of a trial: sampling resolved from the base model, and the search's FID sample count."""
+    settings = resolve_sampling(job.evaluation, job.model.pretrained_model_name_or_path)
+    return dataclasses.replace(settings, fid_samples=job.search.trial_fid_samples or settings.fid_samples)
+
+
+def failure_reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, torch.OutOfMemoryError):
+        return "out of memory"
+    if isinstance(error, NonFiniteLoss):
+        return f"diverged: {text}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class InnerLoop:
+    """Train one proposal on the search's training set and measure it; records land in the trial's folder."""
+
+    def __init__(self, job: JobConfig, data: PreparedData, training: list[Example], objectives: Sequence[Objective]):
+        self.job, self.data = job, data
+        self.accelerator = make_accelerator(job.model)
+        self.pipe = load_for_training(job.model, self.accelerator)
+        # Every trial starts from the base U-Net; the copy waits off the accelerator, leaving its memory to training.
+        self.base_unet = copy.deepcopy(self.pipe.unet).to("cpu")
+        self.resolution = job.data.resolution or native_resolution(self.pipe)
+        self.training_set = build_training_set(self.pipe, training, self.resolution, job.data.dataloader_num_workers, progress=False)
+        self.settings = trial_settings(job)
+        builtin = is_builtin(job.data.train_data_dir)
+        extractor = feature_extractor(job.features, builtin, self.accelerator.device)
+        self.metrics = TrialMetrics(
+            objectives, validation=data.splits["validation"], dmem=data.dmem, training=training, resolution=self.resolution,
+            extractor=extractor, settings=self.settings, class_of=caption_classes(job.features, builtin, extractor),
+            clip_model=job.features.clip_model,
+        )
+
+    def __call__(self, proposal: Proposal, output_dir: Path, record: dict) -> dict:
+        """``record`` completed with the outcome (state ``complete`` or ``failed``), and written to ``output_dir``."""
+        start = time.perf_counter()
+        try:
+            record = {**record, "state": "complete", **self._train_and_measure(proposal, output_dir)}
+        except UserError:
+            raise
+        except Exception as e:  # the trial's own failure: the search goes on
+            record = {**record, "state": "failed", FAIL_REASON: failure_reason(e)}
+        finally:
+            self.accelerator.free_memory()  # accelerate keeps each trial's prepared model and optimizer otherwise
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(output_dir / TRIAL_FILE, record)
+        return record
+
+    def _train_and_measure(self, proposal: Proposal, output_dir: Path) -> dict:
+        job, pipe = self.job, self.pipe
+        pipe.unet = copy.deepcopy(self.base_unet).to(self.accelerator.device)
+        method = get_method(proposal.method, MethodOptions.from_config(job.train))
+        mask = method.check_mask(pipe.unet, proposal.mask)
+        train = dataclasses.replace(
+            job.train, method=proposal.method, mask=proposal.mask_text, learning_rate=proposal.learning_rate,
+            max_train_steps=job.search.trial_train_steps or job.train.max_train_steps,
+        )
+        result = fine_tune(pipe, method, mask, self.training_set, train, self.accelerator, progress=False)
+        merge_for_sampling(pipe, method, job.model.mixed_precision)
+        metrics = self.metrics(pipe, output_dir)
+        bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+        if bad:
+            raise ArithmeticError(f"{bad[0]} is {metrics[bad[0]]}")
+        sampling = {"guidance_scale": self.settings.guidance_scale, "num_inference_steps": self.settings.num_inference_steps}
+        sample_grid(pipe, self.data, self.resolution, sampling, job.sample.sample_batch_size, job.train.seed, output_dir, False)
+        return {"metrics": metrics, "trainable_fraction": result.trainable_fraction, "train": train_summary(result)}
+
+
+def _earlier_twin(study: optuna.Study, number: int, record: dict) -> int | None:
+    """An earlier trial with the same proposal, finished or under way."""
+    for t in study.get_trials(deepcopy=False):
+        same = all(t.user_attrs.get(key) == record[key] for key in ("method", "mask", "learning_rate"))
+        if same and t.number < number and (is_finished(t) or t.state == optuna.trial.TrialState.RUNNING):
+            return t.number
+    return None
+
+
+class MaskObjective:
+    """What Optuna calls: propose, run the inner loop, return the objectives or record the failure."""
+
+    def __init__(
+        self,
+        inner: InnerLoop,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        *,
+        n_trials: int,
+        trials_dir: Path,
+        log: Callable[[str], None] = lambda message: None,
+    ):
+        self.inner, self.space, self.objectives = inner, space, list(objectives)
+        self.n_trials, self.trials_dir, self.log = n_trials, trials_dir, log
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        if is_surplus(trial.study, trial.number, self.n_trials):
+            raise optuna.TrialPruned("the study already holds its trials")
+        proposal = self.space.suggest(trial)
+        record = {
+            "study": trial.study.study_name, "number": trial.number, "method": proposal.method, "mask": proposal.mask_text,
+            "learning_rate": proposal.learning_rate, "worker": WORKER,
+        }
+        for key in ("method", "mask", "learning_rate", "worker"):
+            trial.set_user_attr(key, record[key])
+        twin = _earlier_twin(trial.study, trial.number, record)
+        if twin is not None:  # the inner loop is seeded: it would only repeat that trial (uncounted; the sampler tries again)
+            trial.set_user_attr(DUPLICATE_OF, twin)
+            raise optuna.TrialPruned(f"the same proposal as trial {twin}")
+        trial_dir = self.trials_dir / trial.study.study_name / f"{trial.number:04d}"
+        write_json(trial_dir / TRIAL_FILE, {**record, "state": "running"})
+        record = self.inner(proposal, trial_dir, record)
+        for key in ("metrics", "trainable_fraction", "seconds"):
+            if key in record:
+                trial.set_user_attr(key, record[key])
+        if record["state"] == "failed":
+            trial.set_user_attr(FAIL_REASON, record[FAIL_REASON])
+            self.log(f"trial {trial.number} ({proposal.method} {proposal.mask_text}) failed: {record[FAIL_REASON]}")
+            raise TrialFailed(record[FAIL_REASON])
+        return [record["metrics"][o.name] for o in self.objectives]

@@ -1,0 +1,119 @@
+"""The metrics a search can optimise, their directions, and their measurement on one trial's model.
+
+Every objective is a key of `memcontrol evaluate`'s metrics.json and is measured by the same
+functions (memcontrol.metrics.evaluate), on the search's data: d_mem and the extraction attack on
+D_mem's prompts, sample quality on validation prompts. What does not change between trials (real
+validation features, training features) is computed once for the whole search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from memcontrol.data.imagefolder import Example
+from memcontrol.errors import UserError
+from memcontrol.metrics.alignment import load_clip
+from memcontrol.metrics.amd import amd
+from memcontrol.metrics.evaluate import EvalSettings, alignment_judge, dmem_metrics, extraction_metrics, score_samples
+from memcontrol.metrics.features import FeatureExtractor, features_of_examples
+from memcontrol.metrics.fid import fid
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str  # Optuna's "minimize" or "maximize"
+    needs: str  # what measuring it takes: "samples" (from validation prompts), "dmem" or "extraction" (on D_mem)
+    label: str  # axis label
+
+    @property
+    def sign(self) -> int:
+        """+1 or -1: times the value, an objective to minimise."""
+        return 1 if self.direction == "minimize" else -1
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("dmem_mean", "minimize", "dmem", "d_mem, mean over D_mem prompts"),
+    Objective("dmem_max", "minimize", "dmem", "d_mem, max over D_mem prompts"),
+    Objective("fid", "minimize", "samples", "FID on validation prompts"),
+    Objective("amd", "maximize", "samples", "AMD to the training images"),
+    Objective("alignment", "maximize", "samples", "caption alignment"),
+    Objective("clip_score", "maximize", "samples", "CLIP score"),
+    Objective("extracted", "minimize", "extraction", "extracted D_mem images"),
+)}
+
+
+def parse_objectives(text: str) -> list[Objective]:
+    """``"dmem_mean,fid"`` -> the objectives, in that order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in OBJECTIVES]
+    if unknown:
+        raise UserError(f"--objectives: unknown metric {unknown[0]!r}; expected some of {', '.join(OBJECTIVES)}")
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise UserError(f"--objectives: expected two or more distinct metrics, got {text!r}")
+    return [OBJECTIVES[name] for name in names]
+
+
+class TrialMetrics:
+    """Measures the objectives (and only those) of a fine-tuned pipeline."""
+
+    def __init__(
+        self,
+        objectives: Sequence[Objective],
+        *,
+        validation: Sequence[Example],
+        dmem: Sequence[Example],
+        training: Sequence[Example],
+        resolution: int,
+        extractor: FeatureExtractor,
+        settings: EvalSettings,
+        class_of: Callable[[str], str | None] | None = None,
+        clip_model: str | None = None,
+    ):
+        self.names = {o.name for o in objectives}
+        self.needs = {o.needs for o in objectives}
+        self.dmem, self.resolution, self.extractor, self.settings = list(dmem), resolution, extractor, settings
+        self.validation = list(validation)[: settings.fid_samples]
+        self._check(class_of, clip_model)
+        self.class_of = class_of if "alignment" in self.names else None
+        self.judge = alignment_judge(None, extractor) if self.class_of else None
+        self.clip = load_clip(clip_model, extractor.device) if "clip_score" in self.names else None
+        self.real = self._features(self.validation) if "fid" in self.names else None
+        self.training = self._features(list(dict.fromkeys(training))) if "amd" in self.names else None
+
+    def _check(self, class_of, clip_model) -> None:
+        """Fail before the first trial, not in every one."""
+        if "alignment" in self.names and class_of is None:
+            raise UserError("objective 'alignment': needs the built-in domain encoder on built-in data (--feature_extractor auto)")
+        if "clip_score" in self.names and not clip_model:
+            raise UserError("objective 'clip_score': needs --clip_model, a local CLIP folder")
+        if self.needs & {"dmem", "extraction"} and not self.dmem:
+            raise UserError("objectives on D_mem (d_mem, extracted): the data has no D_mem; set --dmem_size")
+        if "samples" in self.needs and len(self.validation) < 2:
+            raise UserError(f"objectives on samples: need at least 2 validation examples, got {len(self.validation)}")
+
+    def _features(self, examples: list[Example]) -> torch.Tensor:
+        return features_of_examples(self.extractor, examples, self.resolution, batch_size=self.settings.feature_batch_size, progress=False)
+
+    def __call__(self, pipe: StableDiffusionPipeline, output_dir: Path) -> dict[str, float]:
+        """The objectives' values; ``output_dir`` receives the extraction attack's figure when it runs."""
+        s, values = self.settings, {}
+        if "samples" in self.needs:
+            generated, alignment, clip = score_samples(
+                pipe, self.validation, self.resolution, s, self.extractor, self.judge, self.class_of, self.clip, False
+            )
+            values.update(alignment=alignment, clip_score=clip)
+            if self.real is not None:
+                values["fid"] = fid(self.real, generated)
+            if self.training is not None:
+                values["amd"] = amd(generated, self.training)
+        if "dmem" in self.needs:
+            values.update(dmem_metrics(pipe, self.dmem, self.resolution, s, False))
+        if "extraction" in self.needs:
+            values.update(extraction_metrics(pipe, self.dmem, self.resolution, s, output_dir, None, False)[0])
+        return {name: values[name] for name in OBJECTIVES if name in values and values[name] is not None}

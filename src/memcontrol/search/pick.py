@@ -1,0 +1,69 @@
+"""The Pareto front, the choice of one mask on it, and the hypervolume of the front as trials accrue.
+
+Functions of plain arrays of objective values, oriented so that lower is better (a maximised
+objective enters negated): the same code serves one study or the union of several (``--method all``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+# Scalarisations of min-max normalised objectives (each in [0, 1], 0 the best seen); the lowest wins.
+PICK_RULES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda z: z.mean(1),  # the paper: arithmetic mean
+    "ideal": lambda z: np.linalg.norm(z, axis=1),  # closest to the ideal point
+    "chebyshev": lambda z: z.max(1),  # best worst objective
+}
+PICK_RULE_NAMES = {"mean": "mean", "ideal": "distance to the ideal point", "chebyshev": "maximum"}
+# Hypervolume reference point, in normalised units: a little beyond the worst value seen, so that
+# the worst points of the front still add volume.
+REFERENCE = 1.1
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Which rows of (N, K) ``points`` no other row dominates (no worse in all objectives, better in one)."""
+    points = np.asarray(points, dtype=float)
+    no_worse = (points[:, None, :] <= points[None, :, :]).all(-1)  # [i, j]: i no worse than j everywhere
+    better = (points[:, None, :] < points[None, :, :]).any(-1)
+    dominated = (no_worse & better).any(0)
+    return ~dominated
+
+
+def normalise(points: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Min-max scale each column of ``points`` by the range of ``reference`` (default: the points themselves)."""
+    points = np.asarray(points, dtype=float)
+    reference = points if reference is None else np.asarray(reference, dtype=float)
+    low, high = reference.min(0), reference.max(0)
+    return (points - low) / np.where(high > low, high - low, 1.0)
+
+
+def pick(points: np.ndarray, rule: str = "mean") -> int:
+    """Row of ``points`` chosen on their Pareto front by ``rule``, objectives normalised over all the points."""
+    scores = PICK_RULES[rule](normalise(points))
+    scores[~pareto_mask(points)] = np.inf
+    return int(np.argmin(scores))
+
+
+def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` (exact, by slicing the last objective)."""
+    points = np.asarray(points, dtype=float)
+    points = points[(points < reference).all(1)]
+    if len(points) == 0:
+        return 0.0
+    points = points[pareto_mask(points)]
+    if points.shape[1] == 1:
+        return float(reference[0] - points[:, 0].min())
+    points = points[np.argsort(points[:, -1])]
+    bounds = np.append(points[1:, -1], reference[-1])
+    return float(sum(
+        (upper - points[i, -1]) * hypervolume(points[: i + 1, :-1], reference[:-1]) for i, upper in enumerate(bounds)
+    ))
+
+
+def hypervolume_history(points: np.ndarray) -> list[float]:
+    """Hypervolume of the front of the first 1, 2, ... rows, normalised over all rows (reference 1.1 each)."""
+    scaled = normalise(points)
+    reference = np.full(scaled.shape[1], REFERENCE)
+    return [hypervolume(scaled[: n + 1], reference) for n in range(len(scaled))]

@@ -1,0 +1,196 @@
+"""The outer loop's Optuna side: samplers, storage, studies, and the worker loop.
+
+Many workers, one study: the same command started on several machines with one ``--storage`` URL
+shares the study. A finished trial is never lost or run twice: trials live in the storage, and a
+worker runs trials until the study holds ``n_trials`` finished ones, whoever ran them. A worker
+that dies (SIGKILL, a lost machine) stops sending heartbeats; once they lapse its trial is marked
+failed and queued again with the same proposal, for any worker (this one, restarted) to run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from optuna.samplers import BaseSampler
+from optuna.samplers import nsgaii
+from optuna.trial import FrozenTrial, TrialState
+
+from memcontrol.config import SearchConfig
+from memcontrol.errors import UserError
+
+STUDY_FILE = "study.db"
+SETUP_ATTR = "setup"  # the study's user attribute holding what its trials depend on
+FAIL_REASON = "fail_reason"  # user attribute of a trial that failed by its own fault (not interrupted)
+DUPLICATE_OF = "duplicate_of"  # user attribute of a trial skipped because an earlier one had its proposal
+# A sampler proposing masks already tried this many times per trial asked for has run out of new ones.
+DUPLICATES_PER_TRIAL = 10
+URL_SCHEMES = ("sqlite:", "postgresql", "mysql")
+OPEN_ATTEMPTS = 3
+CROSSOVERS = {
+    "uniform": nsgaii.UniformCrossover,
+    "blxalpha": nsgaii.BLXAlphaCrossover,
+    "sbx": nsgaii.SBXCrossover,
+    "vsbx": nsgaii.VSBXCrossover,
+    "undx": nsgaii.UNDXCrossover,
+    "spx": nsgaii.SPXCrossover,
+}
+
+
+def make_sampler(cfg: SearchConfig, seed: int) -> BaseSampler:
+    """The sampler of ``--sampler`` with its settings, seeded with ``seed``."""
+    if cfg.sampler == "nsga2":
+        if cfg.population_size < 2:
+            raise UserError(f"--population_size must be at least 2, got {cfg.population_size}")
+        return optuna.samplers.NSGAIISampler(
+            population_size=cfg.population_size, crossover=CROSSOVERS[cfg.crossover](), crossover_prob=cfg.crossover_prob,
+            mutation_prob=cfg.mutation_prob, seed=seed,
+        )
+    if cfg.sampler == "tpe":  # group: the method choice makes some bits conditional
+        return optuna.samplers.TPESampler(n_startup_trials=cfg.startup_trials, multivariate=True, group=True, seed=seed)
+    if cfg.sampler == "gp":
+        return optuna.samplers.GPSampler(n_startup_trials=cfg.startup_trials, seed=seed)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"--sampler: unknown {cfg.sampler!r}")
+
+
+class TrialSeededSampler(BaseSampler):
+    """Runs trial n with a sampler made afresh from seed + n.
+
+    A sampler seeded once per process would make two workers with one seed propose the same masks,
+    and a resumed search replay the proposals it made before. Optuna's samplers keep their state
+    (generations, history) in the study, so a fresh one per trial loses nothing.
+    """
+
+    def __init__(self, make: Callable[[int], BaseSampler], seed: int):
+        self._make, self._seed = make, seed
+        self._current: tuple[int, BaseSampler] | None = None
+
+    def _for(self, trial: FrozenTrial) -> BaseSampler:
+        if self._current is None or self._current[0] != trial.number:
+            self._current = (trial.number, self._make(self._seed + trial.number))
+        return self._current[1]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+
+def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStorage:
+    """The study's database: ``--storage``, else SQLite in ``output_dir``; with heartbeats and retry of interrupted trials."""
+    url = cfg.storage or f"sqlite:///{(output_dir / STUDY_FILE).resolve()}"
+    shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    if not url.startswith(URL_SCHEMES):
+        raise UserError(f"--storage {shown}: expected a URL sqlite:///file.db, postgresql://... or mysql://...")
+    grace = cfg.grace_period or 2 * cfg.heartbeat_interval
+    if not 0 < cfg.heartbeat_interval < grace:
+        raise UserError(f"--heartbeat_interval {cfg.heartbeat_interval} and --grace_period {grace}: expected 0 < interval < grace")
+    # SQLite: several local workers take turns on the file lock; wait for it rather than fail.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat_interval, grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
+            )
+        except ImportError:
+            raise UserError(
+                f"--storage {shown}: its database driver is not installed (PostgreSQL: pip install psycopg2-binary and write"
+                " postgresql+psycopg2://..., or pip install psycopg; MySQL: pip install pymysql and write mysql+pymysql://...)"
+            ) from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
+            # Workers started together race to create a new database's tables: the losers find them on another try.
+            if attempt + 1 == OPEN_ATTEMPTS:
+                raise UserError(f"--storage {shown}: cannot be opened ({str(e).strip().splitlines()[0]})") from None
+            time.sleep(1 + attempt)
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage, *, name: str, directions: Sequence[str], sampler: BaseSampler, setup: dict
+) -> optuna.Study:
+    """Create the study, or load it and check that its trials were run as these would be (``setup``)."""
+    study = optuna.create_study(storage=storage, study_name=name, directions=list(directions), sampler=sampler, load_if_exists=True)
+    setup = json.loads(json.dumps(setup))  # as the storage gives it back
+    recorded = study.user_attrs.get(SETUP_ATTR)
+    if recorded is None:
+        study.set_user_attr(SETUP_ATTR, setup)
+    elif recorded != setup:
+        key = next(k for k in sorted(set(recorded) | set(setup)) if recorded.get(k) != setup.get(k))
+        raise UserError(
+            f"study {name!r} holds trials run with {key}={_short(recorded.get(key))}, not {_short(setup.get(key))}: "
+            "give another --study_name or --output_dir to start a new study"
+        )
+    return study
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """Counts towards the study's trials: completed, or failed by its own fault (diverged, out of memory ...).
+
+    A trial whose worker died, or that came after the study was full, does not count.
+    """
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
+
+
+def _holds_slot(trial: FrozenTrial) -> bool:
+    return is_finished(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+
+
+def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Whether trial ``number`` was asked for when the study already held ``n_trials`` (two workers asked at once)."""
+    return sum(_holds_slot(t) for t in study.get_trials(deepcopy=False) if t.number < number) >= n_trials
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Sequence[float]],
+    *,
+    n_trials: int,
+    catch: tuple[type[Exception], ...],
+    poll_seconds: float,
+    on_progress: Callable[[int], None] = lambda finished: None,
+) -> None:
+    """Run trials until ``study`` holds ``n_trials`` finished ones, whoever runs them.
+
+    When the last trials are running elsewhere this worker waits for them rather than leave: their
+    workers finish them, or die, and the trials come back to the queue once their heartbeats lapse.
+    """
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(is_finished(t) for t in trials)
+        on_progress(finished)
+        if finished >= n_trials:
+            return
+        if sum(DUPLICATE_OF in t.user_attrs for t in trials) > DUPLICATES_PER_TRIAL * n_trials:
+            raise UserError(f"the sampler keeps proposing what was tried already: the space has fewer than {n_trials} proposals left")
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if waiting or finished + running < n_trials:
+            study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=True)
+        else:
+            time.sleep(poll_seconds)
+            optuna.storages.fail_stale_trials(study)

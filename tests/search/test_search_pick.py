@@ -1,0 +1,44 @@
+"""The Pareto front, the pick rules and the hypervolume, on arrays with known answers."""
+
+import numpy as np
+import optuna
+import pytest
+
+from memcontrol.search.pick import hypervolume, hypervolume_history, normalise, pareto_mask, pick
+
+
+def test_the_front_is_optunas_best_trials():
+    points = np.random.default_rng(0).random((40, 2))
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for p in points:
+        study.add_trial(optuna.trial.create_trial(values=list(p)))
+    assert {t.number for t in study.best_trials} == set(np.flatnonzero(pareto_mask(points)).tolist())
+
+
+def test_equal_points_are_both_on_the_front():
+    assert pareto_mask(np.array([[1.0, 1.0], [1.0, 1.0], [2.0, 2.0]])).tolist() == [True, True, False]
+
+
+def test_normalise_to_the_unit_range_and_constant_columns_to_zero():
+    scaled = normalise(np.array([[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]]))
+    assert scaled.tolist() == [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]]
+
+
+@pytest.mark.parametrize("rule, expected", [("mean", 1), ("chebyshev", 2), ("ideal", 2)])
+def test_pick_rules_choose_on_the_front(rule, expected):
+    # The dominated point (0.6, 0.6) would win every rule if it were on the front.
+    points = np.array([[0.0, 1.0], [0.1, 0.85], [0.5, 0.5], [1.0, 0.0], [0.6, 0.6]])
+    assert pick(points, rule) == expected
+
+
+def test_hypervolume_known_answers():
+    assert hypervolume(np.array([[0.5, 0.5]]), np.array([1.0, 1.0])) == pytest.approx(0.25)
+    assert hypervolume(np.array([[0.0, 0.5], [0.5, 0.0], [0.6, 0.6]]), np.array([1.0, 1.0])) == pytest.approx(0.75)
+    # Two boxes of 0.5 and 0.25 overlapping in 0.125.
+    assert hypervolume(np.array([[0.0, 0.0, 0.5], [0.5, 0.5, 0.0]]), np.ones(3)) == pytest.approx(0.625)
+    assert hypervolume(np.array([[2.0, 0.0]]), np.array([1.0, 1.0])) == 0.0  # beyond the reference
+
+
+def test_hypervolume_history_never_decreases():
+    history = hypervolume_history(np.random.default_rng(1).random((15, 3)))
+    assert len(history) == 15 and all(b >= a for a, b in zip(history, history[1:])) and history[-1] > 0

@@ -1,0 +1,60 @@
+"""Shipped configs (presets) parse, the CPU preset is the built-in default of `search` and `run`, and shared flags."""
+
+import argparse
+
+import pytest
+
+from memcontrol.cli import main
+from memcontrol.config import build, preset_names
+from memcontrol.search import JobConfig, parse_objectives
+
+
+def _preset(name):
+    return JobConfig(*build(JobConfig.classes(), argparse.Namespace(config=name)))
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_config_parses(name):
+    job = _preset(name)
+    assert len(parse_objectives(job.search.objectives)) >= 2 and job.search.n_trials >= 1
+
+
+def test_the_paper_preset_has_the_authors_settings():
+    assert {"cpu", "paper-sd15"} <= set(preset_names())
+    job = _preset("paper-sd15")
+    assert (job.data.resolution, job.train.train_batch_size, job.train.max_train_steps) == (224, 128, 3000)
+    assert (job.data.dmem_size, job.data.dmem_repeats, job.search.proxy_fraction) == (100, 50, 0.01)
+    assert job.search.search_learning_rate and (job.search.learning_rate_min, job.search.learning_rate_max) == (1e-5, 1e-3)
+
+
+def test_builtin_data_without_a_config_starts_from_the_cpu_preset():
+    cpu = _preset("cpu")
+    job = JobConfig.from_args(argparse.Namespace(n_trials=5))
+    assert job.search.n_trials == 5  # a flag still wins
+    assert job.train.method == "svdiff" and job.search.trial_train_steps == cpu.search.trial_train_steps
+    yours = JobConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
+    assert yours.search.n_trials == 20 and yours.train.method == "full"  # the fields' defaults
+
+
+def test_a_shared_flag_sets_every_config_that_has_it():
+    from memcontrol.cli import _parser
+
+    job = JobConfig.from_args(_parser().parse_args(["run", "--seed", "3", "--guidance_scale", "2"]))
+    assert job.train.seed == job.evaluation.seed == 3
+    assert job.sample.guidance_scale == job.evaluation.guidance_scale == 2.0
+
+
+def test_an_unknown_preset_lists_the_presets(capsys):
+    assert main(["search", "--config", "gpu-cluster"]) == 2
+    err = capsys.readouterr().err
+    assert "gpu-cluster" in err and "cpu" in err and "paper-sd15" in err
+
+
+def test_every_choice_of_the_flags_is_implemented():
+    from memcontrol.config import CROSSOVER_CHOICES, PICK_RULE_CHOICES, SAMPLER_CHOICES, SearchConfig
+    from memcontrol.search.pick import PICK_RULE_NAMES, PICK_RULES
+    from memcontrol.search.study import CROSSOVERS, make_sampler
+
+    assert set(PICK_RULES) == set(PICK_RULE_NAMES) == set(PICK_RULE_CHOICES) and set(CROSSOVERS) == set(CROSSOVER_CHOICES)
+    for sampler in SAMPLER_CHOICES:
+        make_sampler(SearchConfig(sampler=sampler), seed=0)
