@@ -15,9 +15,8 @@ from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER, caption_class
 from memcontrol.metrics.evaluate import EvalSettings, audit_model, evaluate_model
 from memcontrol.metrics.features import EXTRACTORS, FeatureExtractor, make_extractor
-from memcontrol.models.pipeline import load_pipeline
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
-from memcontrol.train.checkpoint import MANIFEST_FILE, load_trained
+from memcontrol.train.checkpoint import load_model, load_trained
 from memcontrol.train.job import sample_settings
 
 METRICS_FILE = "metrics.json"
@@ -73,11 +72,7 @@ def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path
     """Memorization metrics of any diffusers model (or `memcontrol train` output) against its training images."""
     device = make_accelerator(model_cfg).device
     dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]
-    if (Path(model_dir) / MANIFEST_FILE).is_file():
-        pipe, manifest = load_trained(model_dir, device=device, dtype=dtype)
-        base_model = manifest["base_model"]
-    else:
-        pipe, base_model = load_pipeline(model_dir, device=device, dtype=dtype), model_dir
+    pipe, base_model = load_model(model_dir, device=device, dtype=dtype)
     examples = load_imagefolder(resolve_dataset(train_data_dir))
     extractor = feature_extractor(features, is_builtin(train_data_dir), device)
     metrics = audit_model(

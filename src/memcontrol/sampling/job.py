@@ -8,10 +8,9 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig
 from memcontrol.data.prepare import prepare_data
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
-from memcontrol.models.pipeline import load_pipeline
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.sampling.generate import generate, save_images
-from memcontrol.train.checkpoint import load_trained
+from memcontrol.train.checkpoint import load_model
 from memcontrol.train.job import sample_settings
 
 
@@ -30,12 +29,7 @@ def run_generate(
     output_dir = ensure_writable_dir(output_dir)
     device = make_accelerator(model_cfg).device
     dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]
-    if model_dir:
-        pipe, manifest = load_trained(model_dir, device=device, dtype=dtype)
-        base_model = manifest["base_model"]
-    else:
-        base_model = model_cfg.pretrained_model_name_or_path
-        pipe = load_pipeline(base_model, device=device, dtype=dtype)
+    pipe, base_model = load_model(model_dir or model_cfg.pretrained_model_name_or_path, device=device, dtype=dtype)
     if not prompts:
         captions = [e.text for e in prepare_data(data_cfg).splits["validation"]]
         prompts = (captions * (num_images // max(len(captions), 1) + 1))[:num_images]

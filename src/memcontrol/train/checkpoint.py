@@ -68,3 +68,14 @@ def load_trained(model_dir: str | Path, *, device: str | torch.device = "cpu", d
     pipe.unet = method.merge(pipe.unet)
     pipe.unet.requires_grad_(False).eval()
     return pipe, manifest
+
+
+def load_model(
+    path: str | Path | None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[StableDiffusionPipeline, str | None]:
+    """A `memcontrol train` output (it has a manifest) or a plain diffusers folder (None: the built-in base),
+    with the base model whose sampling recommendations apply."""
+    if path is not None and (Path(path) / MANIFEST_FILE).is_file():
+        pipe, manifest = load_trained(path, device=device, dtype=dtype)
+        return pipe, manifest["base_model"]
+    return load_pipeline(None if path is None else str(path), device=device, dtype=dtype), path
