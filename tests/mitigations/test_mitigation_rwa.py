@@ -59,7 +59,7 @@ def test_per_access_rwa_changes_captions_anew_at_every_access(caption_embeddings
     assert all(len(t.split()) == len(captions.texts[i].split()) + 2 for t, i in zip(seen[0], ids.tolist()))
     assert seen[0] != seen[1] and seen[0][0] != seen[0][2]  # redrawn per access, also for the same caption
     assert not torch.equal(first, plain) and not torch.equal(first, second)
-    assert torch.equal(first, captions.encode(seen[0]))
+    assert torch.equal(first, captions.embed_texts(seen[0]))
     # Seeded: the same generator state gives the same captions.
     again = get_mitigation("rwa", MitigationOptions(rwa_probability=1.0, rwa_words=2))
     generator = _gen()

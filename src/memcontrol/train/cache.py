@@ -77,13 +77,10 @@ class CaptionEmbeddings:
         """Embeddings of other captions (one per example, as in the constructor) with the same text encoder."""
         return CaptionEmbeddings(self.tokenizer, self.text_encoder, captions, self.progress, self.trainable, extra)
 
-    @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        return self._embed(texts)
-
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of any texts, computed now: with gradients only when the text encoder trains."""
-        return self._embed(texts) if self.trainable else self.encode(texts)
+        with torch.set_grad_enabled(self.trainable):
+            return self._embed(texts)
 
     def _embed(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(
@@ -94,7 +91,7 @@ class CaptionEmbeddings:
     def _encode_all(self, progress: bool, batch_size: int = 256) -> torch.Tensor:
         chunks = range(0, len(self.texts), batch_size)
         return torch.cat(
-            [self.encode(self.texts[i : i + batch_size]) for i in tqdm(chunks, desc="encode captions", disable=not progress, leave=False)]
+            [self.embed_texts(self.texts[i : i + batch_size]) for i in tqdm(chunks, desc="encode captions", disable=not progress, leave=False)]
         )
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
