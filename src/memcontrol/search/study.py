@@ -111,8 +111,8 @@ def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStor
             )
         except ImportError:
             raise UserError(
-                f"--storage {shown}: its database driver is not installed (PostgreSQL: pip install psycopg2-binary and write"
-                " postgresql+psycopg2://..., or pip install psycopg; MySQL: pip install pymysql and write mysql+pymysql://...)"
+                f"--storage {shown}: its database driver is not installed (PostgreSQL: pip install 'memcontrol[postgres]' and write"
+                " postgresql+psycopg://...; MySQL: pip install pymysql and write mysql+pymysql://...)"
             ) from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
             # Workers started together race to create a new database's tables: the losers find them on another try.
