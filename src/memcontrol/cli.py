@@ -39,9 +39,14 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from memcontrol.peft.mask_file import read_searched_mask
     from memcontrol.train.job import run_train
 
-    model, data, train, sample = build((ModelConfig, DataConfig, TrainConfig, SampleConfig), args)
+    classes = (ModelConfig, DataConfig, TrainConfig, SampleConfig)
+    model, data, train, sample = build(classes, args)
+    searched = read_searched_mask(train.mask)
+    if searched and searched.learning_rate is not None:  # searched with the mask; --learning_rate (flag or YAML) still wins
+        model, data, train, sample = build(classes, args, defaults={"learning_rate": searched.learning_rate})
     summary = run_train(model, data, train, sample, args.output_dir)
     print(json.dumps(summary, indent=2))
     print(f"trained weights, manifest and sample grid written to {args.output_dir}")
@@ -65,12 +70,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_sites(args: argparse.Namespace) -> None:
-    from memcontrol.peft import MethodOptions, get_method, parse_mask
+    from memcontrol.peft import MethodOptions, get_method
     from memcontrol.peft.accounting import account, format_accounting, meta_unet
+    from memcontrol.peft.mask_file import resolve_mask
 
     model, train = build((ModelConfig, TrainConfig), args)
     method = get_method(train.method, MethodOptions.from_config(train))
-    report = account(meta_unet(model.pretrained_model_name_or_path, args.architecture), method, parse_mask(train.mask))
+    unet = meta_unet(model.pretrained_model_name_or_path, args.architecture)
+    report = account(unet, method, resolve_mask(train.mask, method, unet))
     print(json.dumps(report) if args.json else format_accounting(report))
 
 
@@ -112,6 +119,14 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     report = run_pipeline(JobConfig.from_args(args), args.output_dir)
     print(f"report written to {report}")
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> None:
+    from memcontrol.benchmark import BenchmarkJob, run_benchmark
+
+    table = run_benchmark(BenchmarkJob.from_args(args), args.output_dir)
+    print(table.read_text())
+    print(f"table.md, table.csv, cells.csv and the closest-generation figures written to {args.output_dir}")
 
 
 def _cmd_train_encoder(args: argparse.Namespace) -> None:
@@ -179,6 +194,10 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "the whole MemControl pipeline: search -> pick -> fine-tune with the mask -> evaluate -> report.md", _cmd_run),
     ):
         command(name, help, run, *JobConfig.classes(), output=name)
+    from memcontrol.benchmark import BenchmarkJob
+
+    command("benchmark", "methods x mitigations x seeds on one dataset: each trained and evaluated, as tables and figures",
+            _cmd_benchmark, *BenchmarkJob.classes(), output="benchmark")
     imp = command("import", "write an imagefolder from MIMIC-CXR-JPG or a MedMNIST .npz file", _cmd_import)
     imp.add_argument("source", choices=("mimic-cxr", "medmnist"))
     imp.add_argument("input", help="MIMIC-CXR-JPG root folder, or the .npz file")

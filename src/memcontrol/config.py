@@ -61,7 +61,10 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     method: str = opt("full", "fine-tuning method (see `memcontrol sites`)")
-    mask: str | None = opt(None, "one 0/1 bit per site of the method, e.g. 1011001; default: all on")
+    mask: str | None = opt(
+        None, "one 0/1 bit per site of the method, e.g. 1011001, or the best_mask.json of a search (of --method; "
+        "its learning rate too unless --learning_rate is given); default: all on"
+    )
     layout: str = opt(
         "blocks", "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)", choices=LAYOUTS
     )
@@ -175,7 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
                 continue
             seen.add(f.name)
             kind = _base_type(hints[f.name])
-            kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
+            text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %: "1%" must not break --help
+            kwargs: dict[str, Any] = {"help": text, "default": argparse.SUPPRESS}
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:

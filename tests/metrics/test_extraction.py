@@ -5,7 +5,7 @@ from PIL import Image
 
 from memcontrol.data.imagefolder import load_imagefolder, load_images
 from memcontrol.metrics import extraction_attack, find_groups, maximum_clique, run_extraction_attack, save_extraction_grid, tile_distances
-from memcontrol.metrics.extraction import AttackRun
+from memcontrol.metrics.extraction import AttackRun, nearest_generations, save_closest
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.sampling import generate
 
@@ -81,6 +81,17 @@ def test_cliques_are_taken_disjoint_largest_first():
     assert find_groups(adjacency, 3, "connected-components") == [[0, 1, 2, 3, 4, 5, 6]]
 
 
+def test_each_prompts_nearest_generation_is_found_extracted_or_not():
+    originals = _rand(2, 3, 16, 16)
+    generated = torch.stack([
+        torch.cat([_rand(2, 3, 16, 16, seed=1), _near_copies(originals[0], 1, seed=2)]),  # one copy: no clique, no extraction
+        _rand(3, 3, 16, 16, seed=3),
+    ])
+    distances, nearest = nearest_generations(generated, originals)
+    assert nearest[0] == 2 and distances[0] < 0.05 and not extraction_attack(generated, originals, ["a", "b"], min_group=2)
+    assert distances[1] == tile_distances(generated[1], originals[1:2]).min()
+
+
 def test_extraction_grid_is_a_png(tmp_path):
     originals = _rand(1, 3, 16, 16)
     generated = _near_copies(originals[0], 4, seed=1)
@@ -91,7 +102,7 @@ def test_extraction_grid_is_a_png(tmp_path):
             assert image.format == "PNG" and image.width > 100
 
 
-def test_attack_run_indices_name_the_training_file_and_reproduce_the_generation(tiny_model_dir, tiny_data_dir):
+def test_attack_run_indices_name_the_training_file_and_reproduce_the_generation(tiny_model_dir, tiny_data_dir, tmp_path):
     """With a threshold no pair can miss, every prompt is 'extracted': check the bookkeeping across chunks."""
     pipe = load_pipeline(str(tiny_model_dir))
     examples = load_imagefolder(tiny_data_dir)[:3]
@@ -107,3 +118,10 @@ def test_attack_run_indices_name_the_training_file_and_reproduce_the_generation(
         again = generate(pipe, [e.prompt], seed=7 + e.generated_index, progress=False, **sampling)[0]
         assert torch.allclose(again, generated, atol=1e-5)
         assert torch.allclose(training, (load_images([examples[e.training_index]], 16, progress=False)[0] + 1) / 2)
+    # Each prompt's nearest generation is kept whether extracted or not, and written as a PNG.
+    assert [c.training_image for c in run.closest] == [str(e.image_path) for e in examples]
+    assert all(2 * p <= c.generated_index < 2 * p + 2 for p, c in enumerate(run.closest))
+    records = save_closest(run, tmp_path / "closest")
+    assert [r["file"] for r in records] == ["closest/0000.png", "closest/0001.png", "closest/0002.png"]
+    with Image.open(tmp_path / records[0]["file"]) as image:
+        assert image.size == (16, 16)

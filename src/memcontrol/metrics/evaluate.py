@@ -25,7 +25,7 @@ from memcontrol.metrics.alignment import class_alignment, clip_score, load_clip
 from memcontrol.metrics.amd import amd
 from memcontrol.metrics.dmem import DMEM_MODES, dmem_scores, dmem_summary
 from memcontrol.metrics.domain import DomainFeatures
-from memcontrol.metrics.extraction import check_attack_settings, run_extraction_attack, save_extraction_grid
+from memcontrol.metrics.extraction import check_attack_settings, run_extraction_attack, save_closest, save_extraction_grid
 from memcontrol.metrics.graphs import GROUPINGS
 from memcontrol.metrics.features import FeatureExtractor, features_of_examples
 from memcontrol.metrics.fid import fid
@@ -33,6 +33,7 @@ from memcontrol.sampling.generate import generate
 
 CHUNK = 256  # generated images held at once
 EXTRACTION_FIGURE = "extraction.png"
+CLOSEST_DIR = "closest"  # each attacked prompt's generation nearest its training image
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _memorization(
 ) -> tuple[dict, torch.Tensor | None]:
     """Extraction attack (its figure written to ``output_dir``) and d_mem on ``examples``; None values when there are none."""
     if not examples:
-        return {"extracted": None, "extractions": [], "dmem_mean": None, "dmem_max": None, "dmem": [], "figures": {}}, None
+        return {"extracted": None, "extractions": [], "closest": [], "dmem_mean": None, "dmem_max": None, "dmem": [], "figures": {}}, None
     extraction, features = extraction_metrics(pipe, examples, resolution, s, output_dir, extractor, progress)
     return {**extraction, **dmem_metrics(pipe, examples, resolution, s, progress)}, features
 
@@ -185,6 +186,7 @@ def extraction_metrics(
     metrics = {
         "extracted": len(run.extractions),
         "extractions": [asdict(e) for e in run.extractions],
+        "closest": save_closest(run, output_dir / CLOSEST_DIR),
         "figures": {"extraction": str(save_extraction_grid(run, output_dir / EXTRACTION_FIGURE))},
     }
     return metrics, run.features

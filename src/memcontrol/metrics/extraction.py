@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 from tqdm.auto import tqdm
 
 from memcontrol.data.imagefolder import Example, load_images
@@ -26,7 +27,7 @@ from memcontrol.errors import UserError
 from memcontrol.io import atomic_path
 from memcontrol.metrics.features import FeatureExtractor
 from memcontrol.metrics.graphs import GROUPINGS, find_groups
-from memcontrol.sampling.generate import generate
+from memcontrol.sampling.generate import generate, to_pil
 
 
 def _tiles(images: torch.Tensor, grid: int) -> list[torch.Tensor]:
@@ -88,12 +89,31 @@ def extraction_attack(
     return found
 
 
+def nearest_generations(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """For P prompts' generations (P, G, C, H, W) and training images (P, C, H, W): the tile distance of each
+    prompt's generation nearest its training image, and that generation's index among the prompt's G."""
+    distances = torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
+    return distances.min(dim=1)
+
+
+@dataclass(frozen=True)
+class Closest:
+    """An attacked prompt's generation nearest its training image, extracted or not (the paper's Figure 4)."""
+
+    prompt: str
+    training_image: str
+    generated_index: int  # as in Extraction
+    distance: float
+
+
 @dataclass
 class AttackRun:
     extractions: list[Extraction]
     pairs: list[tuple[torch.Tensor, torch.Tensor]]  # (training, generated) image of each extraction
     prompts: int
     features: torch.Tensor | None = None  # of every generation, when an extractor was given
+    closest: list[Closest] = field(default_factory=list)  # one per attacked prompt, in order
+    closest_images: list[Image.Image] = field(default_factory=list)  # 8-bit: a quarter of the float images' memory
 
 
 def run_extraction_attack(
@@ -115,8 +135,9 @@ def run_extraction_attack(
 ) -> AttackRun:
     """Generate ``samples_per_prompt`` images for each distinct example's caption and attack its image.
 
-    Prompts are processed a few at a time, so memory does not grow with their number; only the
-    extracted pairs (and, with ``extractor``, the features of every generation) are kept.
+    Prompts are processed a few at a time, so that only a few prompts' generations are held at once; kept
+    are the extracted pairs, each prompt's generation nearest its image (the paper's Figure 4) and, with
+    ``extractor``, the features of every generation.
     """
     attack = dict(threshold=threshold, min_group=min_group, grouping=grouping, grid=grid)
     check_attack_settings(samples_per_prompt, **attack)
@@ -131,7 +152,9 @@ def run_extraction_attack(
         repeated = [text for text in prompts for _ in range(samples_per_prompt)]
         images = generate(pipe, repeated, seed=seed + start * samples_per_prompt, progress=False, **sampling)
         originals = (load_images(chunk, resolution, progress=False) + 1) / 2
-        for e in extraction_attack(images.unflatten(0, (len(chunk), samples_per_prompt)), originals, prompts, **attack):
+        grouped = images.unflatten(0, (len(chunk), samples_per_prompt))
+        _keep_closest(run, chunk, grouped, originals, start * samples_per_prompt, grid)
+        for e in extraction_attack(grouped, originals, prompts, **attack):
             run.pairs.append((originals[e.training_index], images[e.generated_index]))
             run.extractions.append(replace(
                 e,
@@ -143,6 +166,25 @@ def run_extraction_attack(
             features.append(extractor(images, batch_size))
     run.features = torch.cat(features) if features else None
     return run
+
+
+def _keep_closest(run: AttackRun, chunk: Sequence[Example], grouped: torch.Tensor, originals: torch.Tensor, first: int, grid: int) -> None:
+    """Add the nearest generation of each of ``chunk``'s prompts to ``run``; ``first`` is the chunk's first generated_index."""
+    distances, nearest = nearest_generations(grouped, originals, grid)
+    for k, example in enumerate(chunk):
+        generated_index = first + k * grouped.shape[1] + int(nearest[k])
+        run.closest.append(Closest(example.text, str(example.image_path), generated_index, float(distances[k])))
+        run.closest_images.append(to_pil(grouped[k, nearest[k]][None])[0])
+
+
+def save_closest(run: AttackRun, output_dir: str | Path) -> list[dict]:
+    """Write each attacked prompt's nearest generation as ``NNNN.png`` in ``output_dir``; return their records."""
+    records = []
+    for i, (closest, image) in enumerate(zip(run.closest, run.closest_images)):
+        with atomic_path(Path(output_dir) / f"{i:04d}.png") as tmp:
+            image.save(tmp, format="PNG")
+        records.append({**asdict(closest), "file": f"{Path(output_dir).name}/{i:04d}.png"})
+    return records
 
 
 def check_attack_settings(samples_per_prompt: int, threshold: float, min_group: int, grouping: str, grid: int) -> None:

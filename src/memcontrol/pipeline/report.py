@@ -32,7 +32,7 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _number(value) -> str:
+def format_number(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -44,8 +44,8 @@ def _percent(record: dict) -> str:
     return f"{100 * record['trainable_fraction']:.4g}%"
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(map(_number, r)) + " |" for r in rows)]
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(map(format_number, r)) + " |" for r in rows)]
 
 
 def write_report(output_dir: Path) -> Path:
@@ -67,7 +67,7 @@ def write_report(output_dir: Path) -> Path:
         *_train_section(manifest),
         "## Times",
         "",
-        *_table(["stage", "seconds"], [[done["stage"], done["seconds"]] for done in run["stages"]]),
+        *markdown_table(["stage", "seconds"], [[done["stage"], done["seconds"]] for done in run["stages"]]),
         "",
     ]
     write_text(output_dir / REPORT, "\n".join(lines))
@@ -84,7 +84,7 @@ def _test_section(manifest: dict, metrics: dict, dmem_size: int) -> list[str]:
         f"evaluated on {metrics.get('num_test')} test prompts with the `{metrics.get('feature_extractor')}` features; "
         f"the extraction attack and d_mem on the {dmem_size} D_mem prompts.",
         "",
-        *_table(["metric", "value"], rows),
+        *markdown_table(["metric", "value"], rows),
         "",
         f"![extracted images]({extraction.as_posix()})",
         "",
@@ -121,12 +121,12 @@ def _search_section(search: Path, pareto: dict, data: dict, options: dict, objec
         f"Pareto front ({len(front)} of {pareto['completed_trials']} completed trials); the chosen mask has the lowest "
         f"{PICK_RULE_NAMES[pareto['pick_rule']]} of the objectives min-max normalised over the completed trials:",
         "",
-        *_table(["trial", "method", "mask", "learning rate", *names, "trainable", ""], front),
+        *markdown_table(["trial", "method", "mask", "learning rate", *names, "trainable", ""], front),
         "",
     ]
     if baselines:
         lines += ["Baselines, every site on, trained and measured as the trials were:", "",
-                  *_table(["method", "learning rate", *names, "trainable"], baselines), ""]
+                  *markdown_table(["method", "learning rate", *names, "trainable"], baselines), ""]
     return lines
 
 
@@ -135,7 +135,7 @@ def _train_section(manifest: dict) -> list[str]:
     return [
         "## Stage 2: fine-tuning with the chosen mask",
         "",
-        *_table(["", ""], [
+        *markdown_table(["", ""], [
             ["method, mask", f"{manifest['method']}, `{manifest['mask']}`"],
             ["learning rate", config["learning_rate"]],
             ["steps x batch", f"{result['steps']} x {config['train_batch_size']}"],

@@ -13,7 +13,8 @@ from memcontrol.data.prepare import PreparedData, image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.mitigations import MitigationOptions, get_mitigation
 from memcontrol.models.pipeline import recommendations
-from memcontrol.peft import MethodOptions, PeftMethod, get_method, parse_mask
+from memcontrol.peft import MethodOptions, PeftMethod, get_method
+from memcontrol.peft.mask_file import resolve_mask
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling import generate, save_images
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
@@ -59,7 +60,7 @@ def run_train(
     mitigation = get_mitigation(train_cfg.mitigation, MitigationOptions.from_config(train_cfg))
     accelerator = accelerator or make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
-    mask = method.check_mask(pipe.unet, parse_mask(train_cfg.mask))
+    mask = resolve_mask(train_cfg.mask, method, pipe.unet)
     resolution = data_cfg.resolution or native_resolution(pipe)
     training_set = build_training_set(pipe, data.training, resolution, data_cfg.dataloader_num_workers, progress)
     result = fine_tune(pipe, method, mask, training_set, train_cfg, accelerator, progress=progress, mitigation=mitigation)

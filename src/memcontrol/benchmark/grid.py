@@ -1,0 +1,177 @@
+"""The benchmark's grid: rows (methods) x mitigations x seeds, each cell fine-tuned and evaluated in its own folder.
+
+    cells/ROW-MITIGATION-seedN/
+      model/        `memcontrol train` of the cell
+      evaluation/   `memcontrol evaluate` of that model: metrics.json, extraction.png, closest/
+      cell.json     the cell's options and the stages done, with their wall times
+
+A stage done is skipped when the benchmark runs again; a cell made with other options is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from memcontrol.config import TrainConfig, opt
+from memcontrol.errors import UserError
+from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.metrics.job import run_evaluate
+from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
+from memcontrol.peft import method_names
+from memcontrol.peft.mask_file import SearchedMask
+from memcontrol.search.job import OPERATIONAL, JobConfig
+from memcontrol.train.job import run_train
+
+MEMCONTROL = "memcontrol"  # the row of the searched method, mask and learning rate
+CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model", "evaluation"
+
+
+@dataclass
+class BenchmarkConfig:
+    """What `memcontrol benchmark` compares; training and evaluation take the other options as `memcontrol run` does."""
+
+    methods: str = opt(
+        "freeze,full,svdiff,difffit,attention,memcontrol",
+        "methods (the table's rows), comma-separated: a method with every site on at --learning_rate, or METHOD@LEARNING_RATE; "
+        "memcontrol: the searched method, mask and learning rate",
+    )
+    mitigations: str = opt("none,rwa,threshold", "mitigations, comma-separated, each with its options (--rwa_probability, --threshold_quantile ...)")
+    seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
+    mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
+    figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method of the table: what it trains and at which learning rate."""
+
+    label: str
+    method: str
+    mask: str | None  # None: every site on
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class Cell:
+    row: Row
+    mitigation: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.row.label}-{self.mitigation}-seed{self.seed}"
+
+    def job(self, job: JobConfig) -> JobConfig:
+        """``job`` as this cell trains and evaluates it."""
+        train = dataclasses.replace(
+            job.train, method=self.row.method, mask=self.row.mask, learning_rate=self.row.learning_rate,
+            mitigation=self.mitigation, seed=self.seed,
+        )
+        return dataclasses.replace(job, train=train, evaluation=dataclasses.replace(job.evaluation, seed=self.seed))
+
+    def options(self, job: JobConfig) -> dict:
+        """What the cell's results depend on (the search's options only through the memcontrol row's mask)."""
+        options = {k: v for k, v in self.job(job).options().items() if k not in OPERATIONAL and not k.startswith("search.")}
+        return json.loads(json.dumps({"row": self.row.label, **options}))  # as cell.json reads back: tuples as lists
+
+
+def parse_rows(text: str, learning_rate: float) -> list[tuple[str, str, float]]:
+    """``--methods freeze,full@5e-4,memcontrol`` -> (label, method, learning rate) of each row, checked."""
+    rows = []
+    for label in _names(text, "--methods"):
+        method, _, lr = label.partition("@")
+        if method != MEMCONTROL and method not in method_names():
+            raise UserError(f"--methods {label}: unknown method; expected {MEMCONTROL} or one of {', '.join(method_names())}")
+        try:
+            rows.append((label, method, float(lr) if lr else learning_rate))
+        except ValueError:
+            raise UserError(f"--methods {label}: expected METHOD or METHOD@LEARNING_RATE, e.g. full@5e-4") from None
+    return rows
+
+
+def make_row(label: str, method: str, learning_rate: float, searched: SearchedMask | None) -> Row:
+    """A method trains every site; memcontrol the searched method and mask, at the searched learning rate unless memcontrol@LR."""
+    if method != MEMCONTROL:
+        return Row(label, method, None, learning_rate)
+    if "@" not in label and searched.learning_rate is not None:
+        learning_rate = searched.learning_rate
+    return Row(label, searched.method, searched.mask, learning_rate)
+
+
+def parse_mitigations(text: str, train: TrainConfig) -> list[str]:
+    """``--mitigations none,rwa``, each built once now so that a missing option fails before any training."""
+    names = _names(text, "--mitigations")
+    for name in names:
+        if name not in mitigation_names():
+            raise UserError(f"--mitigations {name}: unknown mitigation; expected one of {', '.join(mitigation_names())}")
+        get_mitigation(name, MitigationOptions.from_config(train))
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _names(text, "--seeds")]
+    except ValueError:
+        raise UserError(f"--seeds {text}: expected integers separated by commas, e.g. 0,1,2") from None
+
+
+def _names(text: str, flag: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UserError(f"{flag}: expected at least one value, comma-separated")
+    return names
+
+
+def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> None:
+    """Train and evaluate ``cell`` in ``directory``, skipping the stages done there before."""
+    directory = ensure_writable_dir(directory)
+    state = _state(directory, cell.options(job))
+    done = {d["stage"] for d in state["stages"]}
+    cell_job = cell.job(job)
+    for name, stage in STAGES.items():
+        if name in done:
+            _say(progress, f"{cell.name}: {name} done before, skipped")
+            continue
+        _say(progress, f"{cell.name}: {name}")
+        start = time.perf_counter()
+        stage(cell_job, directory, progress)
+        state["stages"].append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
+        write_json(directory / CELL_FILE, state)
+
+
+def _train(job: JobConfig, directory: Path, progress: bool) -> None:
+    run_train(job.model, job.data, job.train, job.sample, directory / MODEL_DIR, progress=progress)
+
+
+def _evaluate(job: JobConfig, directory: Path, progress: bool) -> None:
+    run_evaluate(str(directory / MODEL_DIR), directory / EVALUATION_DIR, job.model, job.features, job.evaluation)
+
+
+STAGES: dict[str, Callable[[JobConfig, Path, bool], None]] = {"train": _train, "evaluate": _evaluate}
+
+
+def _state(directory: Path, options: dict) -> dict:
+    path = directory / CELL_FILE
+    if not path.is_file():
+        return {"options": options, "stages": []}
+    state = json.loads(path.read_text())
+    if state["options"] != options:
+        old = state["options"]
+        key = next(k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k))
+        raise UserError(
+            f"{directory} holds a cell made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
+            "give another --output_dir (or delete that cell)"
+        )
+    return state
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        tqdm.write(message)

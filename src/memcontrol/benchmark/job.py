@@ -1,0 +1,98 @@
+"""``memcontrol benchmark``: methods x mitigations x seeds on one dataset, as tables and the paper's Figure 4.
+
+    output_dir/
+      search/                  the search for the memcontrol row (`memcontrol search`), unless --mask_file is given
+      cells/ROW-MITIGATION-seedN/   each cell's model/, evaluation/ and cell.json (see memcontrol.benchmark.grid)
+      table.md, table.csv      per method and mitigation, mean and spread over the seeds; cells.csv: every seed
+      closest-MITIGATION.png   per mitigation, each D_mem image and every method's nearest generation (first seed)
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from memcontrol.benchmark.figure import plot_closest
+from memcontrol.benchmark.grid import (
+    CELLS_DIR, EVALUATION_DIR, MEMCONTROL, BenchmarkConfig, Cell, Row, make_row, parse_mitigations, parse_rows, parse_seeds, run_cell,
+)
+from memcontrol.benchmark.table import cell_record, write_tables
+from memcontrol.config import build, load_yaml
+from memcontrol.data.prepare import is_builtin
+from memcontrol.errors import UserError
+from memcontrol.io import ensure_writable_dir
+from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft.accounting import meta_unet
+from memcontrol.peft.mask_file import SearchedMask, read_mask_file
+from memcontrol.search.job import JobConfig, run_search
+from memcontrol.search.results import BEST_MASK
+
+CPU_PRESET = "benchmark-cpu"
+SEARCH_DIR = "search"
+
+
+@dataclass(frozen=True)
+class BenchmarkJob:
+    """Every option of `memcontrol benchmark`: those of `memcontrol run` and the grid's."""
+
+    job: JobConfig
+    benchmark: BenchmarkConfig
+
+    @staticmethod
+    def classes() -> tuple[type, ...]:
+        return (*JobConfig.classes(), BenchmarkConfig)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchmarkJob:
+        """From the flags and ``--config``; on built-in data without ``--config``, over the benchmark's CPU preset."""
+        builtin = is_builtin(getattr(args, "train_data_dir", None))
+        defaults = load_yaml(CPU_PRESET) if builtin and not getattr(args, "config", None) else None
+        *configs, benchmark = build(cls.classes(), args, defaults=defaults)
+        return cls(JobConfig(*configs), benchmark)
+
+
+def run_benchmark(bench: BenchmarkJob, output_dir: str | Path, *, progress: bool = True) -> Path:
+    """Run the cells not done yet in ``output_dir``, then write the tables and figures; return table.md's path."""
+    job, grid = bench.job, bench.benchmark
+    _refuse_single_cell_options(job)
+    specs = parse_rows(grid.methods, job.train.learning_rate)
+    mitigations, seeds = parse_mitigations(grid.mitigations, job.train), parse_seeds(grid.seeds)
+    output_dir = ensure_writable_dir(output_dir)
+    searched = _searched_mask(job, grid, output_dir, progress) if any(method == MEMCONTROL for _, method, _ in specs) else None
+    rows = [make_row(*spec, searched) for spec in specs]
+    cells = [Cell(row, mitigation, seed) for row in rows for mitigation in mitigations for seed in seeds]
+    for cell in tqdm(cells, desc="benchmark", unit="cell", disable=not progress):
+        run_cell(job, cell, output_dir / CELLS_DIR / cell.name, progress)
+    figures = [_figure(rows, mitigation, seeds[0], grid.figure_rows, output_dir) for mitigation in mitigations]
+    records = [cell_record(output_dir / CELLS_DIR / cell.name) for cell in cells]
+    return write_tables(records, output_dir, [name for name in figures if name])
+
+
+def _refuse_single_cell_options(job: JobConfig) -> None:
+    """--mask and --mitigation would be silently overridden by every cell: say what to give instead."""
+    if job.train.mask is not None:
+        raise UserError("--mask: the benchmark trains every site of each method; give the memcontrol row's mask with --mask_file")
+    if job.train.mitigation != "none":
+        raise UserError("--mitigation: the benchmark runs each of --mitigations; give them there")
+
+
+def _searched_mask(job: JobConfig, grid: BenchmarkConfig, output_dir: Path, progress: bool) -> SearchedMask:
+    """The memcontrol row's mask: --mask_file, checked against the model before any training, or the best mask of a
+    search into ``output_dir/search`` (run once: run again, it finds its trials done)."""
+    if grid.mask_file:
+        searched = read_mask_file(grid.mask_file, "--mask_file")
+        method = get_method(searched.method, MethodOptions.from_config(job.train))
+        searched.bits(method, meta_unet(job.model.pretrained_model_name_or_path))
+        return searched
+    run_search(job, output_dir / SEARCH_DIR, progress=progress)
+    return read_mask_file(str(output_dir / SEARCH_DIR / BEST_MASK), "the search's")
+
+
+def _figure(rows: list[Row], mitigation: str, seed: int, max_rows: int, output_dir: Path) -> str | None:
+    """closest-MITIGATION.png of the given seed's cells; None where there is nothing to show."""
+    columns = [(row.label, output_dir / CELLS_DIR / Cell(row, mitigation, seed).name / EVALUATION_DIR) for row in rows]
+    path = plot_closest(columns, output_dir / f"closest-{mitigation}.png", rows=max_rows, title=f"mitigation {mitigation}, seed {seed}")
+    return path.name if path else None

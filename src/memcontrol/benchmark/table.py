@@ -1,0 +1,104 @@
+"""table.md, table.csv and cells.csv of a benchmark, built only from what its cells wrote.
+
+One line of table.md and table.csv per (method, mitigation): each measure's mean over the seeds and
+its spread (the sample standard deviation; none with one seed). cells.csv holds every seed's values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from memcontrol.io import write_text
+from memcontrol.pipeline.report import format_number, markdown_table
+
+TABLE_MD, TABLE_CSV, CELLS_CSV = "table.md", "table.csv", "cells.csv"
+# Measure, header in table.md: the paper's Table 1, then what a method costs.
+MEASURES = (
+    ("fid", "FID ↓"),
+    ("amd", "AMD ↑"),
+    ("alignment", "alignment ↑"),
+    ("extracted", "extracted ↓"),
+    ("dmem_mean", "d_mem ↓"),
+    ("trainable_percent", "trainable %"),
+    ("train_seconds", "train s"),
+    ("wall_seconds", "wall s"),
+)
+DESCRIPTION = ("row", "method", "mask", "learning_rate", "mitigation")
+
+
+def cell_record(directory: Path) -> dict:
+    """One finished cell as a flat record: what it trained, its metrics, its cost."""
+    cell = json.loads((directory / "cell.json").read_text())
+    manifest = json.loads((directory / "model" / "manifest.json").read_text())
+    metrics = json.loads((directory / "evaluation" / "metrics.json").read_text())
+    result, options = manifest["result"], cell["options"]
+    return {
+        "row": options["row"], "method": manifest["method"], "mask": manifest["mask"],
+        "learning_rate": options["train.learning_rate"], "mitigation": options["train.mitigation"], "seed": options["train.seed"],
+        **{key: metrics.get(key) for key, _ in MEASURES[:5]},
+        "trainable_percent": 100 * result["trainable_fraction"],
+        "train_seconds": result["seconds"],
+        "wall_seconds": round(sum(stage["seconds"] for stage in cell["stages"]), 1),
+        "dmem_prompts": len(metrics.get("dmem") or []), "test_prompts": metrics.get("num_test"), "cell": directory.name,
+    }
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """Per (row, mitigation), in the order met: each measure's mean and spread over the seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["row"], record["mitigation"]), []).append(record)
+    return [_summary(group) for group in groups.values()]
+
+
+def _summary(group: list[dict]) -> dict:
+    out = {key: group[0][key] for key in DESCRIPTION}
+    out["seeds"] = " ".join(str(r["seed"]) for r in group)
+    for key, _ in MEASURES:
+        values = [r[key] for r in group if r[key] is not None]
+        out[f"{key}_mean"] = statistics.fmean(values) if values else None
+        out[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+    return out
+
+
+def write_tables(records: list[dict], output_dir: Path, figures: list[str]) -> Path:
+    """Write table.md (with the ``figures`` below it), table.csv and cells.csv; return table.md's path."""
+    summaries = summarise(records)
+    _write_csv(output_dir / CELLS_CSV, records, [*DESCRIPTION, "seed", *(k for k, _ in MEASURES), "cell"])
+    _write_csv(output_dir / TABLE_CSV, summaries, [*DESCRIPTION, "seeds", *(f"{k}_{s}" for k, _ in MEASURES for s in ("mean", "sd"))])
+    first = records[0]
+    rows = [
+        [s["row"], s["mitigation"], f"{s['method']} `{s['mask']}`", s["learning_rate"], *(_spread(s, key) for key, _ in MEASURES)]
+        for s in summaries
+    ]
+    lines = [
+        "# Benchmark: methods x mitigations",
+        "",
+        f"Mean ± standard deviation over the seeds of each line ({summaries[0]['seeds']}). FID, AMD and alignment on "
+        f"{first['test_prompts']} test prompts; extracted (of {first['dmem_prompts']}) and d_mem on the D_mem prompts; "
+        "trainable % of the U-Net's parameters; train s: the fine-tuning loop; wall s: training (with caching and "
+        "samples) and evaluation of a cell. Every seed's values are in cells.csv.",
+        "",
+        *markdown_table(["method", "mitigation", "trains (mask)", "learning rate", *(header for _, header in MEASURES)], rows),
+        "",
+        *(line for name in figures for line in (f"![closest generations]({name})", "")),
+    ]
+    write_text(output_dir / TABLE_MD, "\n".join(lines))
+    return output_dir / TABLE_MD
+
+
+def _spread(summary: dict, key: str) -> str:
+    mean, sd = summary[f"{key}_mean"], summary[f"{key}_sd"]
+    return format_number(mean) if sd is None else f"{format_number(mean)} ± {sd:.2g}"
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())

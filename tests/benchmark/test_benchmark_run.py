@@ -1,0 +1,84 @@
+"""`memcontrol benchmark` on the tiny model: a 2 x 2 x 1 grid with the searched row, its tables and figures, resume."""
+
+import argparse
+import csv
+import json
+
+from PIL import Image
+
+from memcontrol.benchmark import BenchmarkJob
+from memcontrol.benchmark.grid import parse_mitigations, parse_rows
+from memcontrol.cli import main
+
+
+def _benchmark(config, out, *extra):
+    return main([
+        "benchmark", "--config", str(config), "--output_dir", str(out), "--methods", "full,memcontrol",
+        "--mitigations", "none,rwa", "--seeds", "0", "--n_trials", "1", *extra,
+    ])
+
+
+def _csv(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config, tmp_path, capsys):
+    out = tmp_path / "benchmark"
+    assert _benchmark(tiny_search_config, out) == 0
+    best = json.loads((out / "search" / "best_mask.json").read_text())
+    lines = _csv(out / "table.csv")
+    assert [(r["row"], r["mitigation"]) for r in lines] == [("full", "none"), ("full", "rwa"), ("memcontrol", "none"), ("memcontrol", "rwa")]
+    for line in lines:  # the memcontrol row trains the searched method and mask at the searched learning rate
+        trains = (best["method"], best["mask"], best["learning_rate"]) if line["row"] == "memcontrol" else ("full", "1" * 7, 5e-4)
+        assert (line["method"], line["mask"], float(line["learning_rate"])) == trains
+        assert line["seeds"] == "0" and float(line["fid_mean"]) > 0 and line["fid_sd"] == ""  # one seed: no spread
+        assert 0 < float(line["trainable_percent_mean"]) <= 100 and float(line["wall_seconds_mean"]) > 0
+    assert len(_csv(out / "cells.csv")) == 4
+    table = (out / "table.md").read_text()
+    assert table.count("| full | ") == 2 and table.count("| memcontrol | ") == 2 and "extracted ↓" in table
+
+    cell = out / "cells" / "memcontrol-rwa-seed0"
+    manifest = json.loads((cell / "model" / "manifest.json").read_text())
+    assert (manifest["config"]["mitigation"], manifest["config"]["seed"], manifest["mask"]) == ("rwa", 0, best["mask"])
+    metrics = json.loads((cell / "evaluation" / "metrics.json").read_text())
+    assert len(metrics["closest"]) == 2 and all(c["distance"] >= 0 for c in metrics["closest"])  # one per D_mem image
+    for mitigation in ("none", "rwa"):
+        with Image.open(out / f"closest-{mitigation}.png") as figure:
+            assert figure.format == "PNG" and figure.width > figure.height  # 2 rows: the image and two methods
+        assert f"closest-{mitigation}.png" in table
+
+    # Again: every cell is done, nothing trains or evaluates again.
+    weights = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/model/trained.safetensors")}
+    capsys.readouterr()
+    assert _benchmark(tiny_search_config, out) == 0
+    assert capsys.readouterr().out.count("done before, skipped") == 8
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/model/trained.safetensors")} == weights
+
+    # A cell made with other training options is refused rather than mixed into the table.
+    assert _benchmark(tiny_search_config, out, "--methods", "full", "--max_train_steps", "3") == 2
+    assert "full-none-seed0" in capsys.readouterr().err
+
+
+def test_bad_grids_are_one_line_errors_before_any_training(tiny_search_config, tmp_path, capsys):
+    for extra, must_name in (
+        (["--methods", "full,lorax"], "lorax"),
+        (["--methods", "full@fast"], "full@fast"),
+        (["--mitigations", "threshold"], "--threshold_quantile"),  # the tiny config sets no threshold
+        (["--seeds", "0,one"], "--seeds"),
+        (["--mask", "1111111"], "--mask_file"),
+    ):
+        assert _benchmark(tiny_search_config, tmp_path / "out", *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("memcontrol benchmark: error: ") and must_name in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cpu_preset_is_the_default_on_builtin_data_and_its_grid_parses():
+    job = BenchmarkJob.from_args(argparse.Namespace(seeds="0,1"))
+    assert job.benchmark.seeds == "0,1"  # a flag still wins
+    rows = parse_rows(job.benchmark.methods, job.job.train.learning_rate)
+    assert [method for _, method, _ in rows] == ["freeze", "full", "svdiff", "difffit", "attention", "memcontrol"]
+    assert parse_mitigations(job.benchmark.mitigations, job.job.train) == ["none", "rwa", "threshold"]
+    yours = BenchmarkJob.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
+    assert yours.job.train.max_train_steps == 500 and yours.benchmark.seeds == "0,1,2"  # the fields' defaults
