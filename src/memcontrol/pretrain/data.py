@@ -76,6 +76,8 @@ def general_domain(n: int, resolution: int, seed: int = 0, photo_share: float = 
     """``n`` captioned images in [-1, 1], shapes and photo crops mixed."""
     rng = np.random.default_rng(seed)
     n_photos = int(n * photo_share)
-    shapes, shape_captions = draw_shapes(n - n_photos, resolution, rng)
+    shapes, captions = draw_shapes(n - n_photos, resolution, rng)
+    if n_photos == 0:
+        return shapes, captions
     photos, photo_captions = crop_photos(n_photos, resolution, rng)
-    return torch.cat([shapes, photos]), shape_captions + photo_captions
+    return torch.cat([shapes, photos]), captions + photo_captions
