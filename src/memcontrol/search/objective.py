@@ -99,6 +99,9 @@ class InnerLoop:
 
     def _train_and_measure(self, proposal: Proposal, output_dir: Path) -> dict:
         job, pipe = self.job, self.pipe
+        # A fresh accelerator per trial: its fp16 GradScaler would carry one trial's loss scale into the next,
+        # making a proposal's result depend on the trials that ran before it on this worker.
+        self.accelerator = make_accelerator(job.model)
         pipe.unet = copy.deepcopy(self.base_unet).to(self.accelerator.device)
         method = get_method(proposal.method, MethodOptions.from_config(job.train))
         mask = method.check_mask(pipe.unet, proposal.mask)
