@@ -11,21 +11,18 @@ A stage done is skipped when the benchmark runs again; a cell made with other op
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from memcontrol.config import TrainConfig, opt
 from memcontrol.errors import UserError
-from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.job import run_evaluate
 from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
 from memcontrol.peft import method_names
 from memcontrol.peft.mask_file import SearchedMask
+from memcontrol.pipeline.stages import Stage, run_stages
 from memcontrol.search.job import OPERATIONAL, JobConfig
 from memcontrol.train.job import run_train
 
@@ -79,7 +76,7 @@ class Cell:
     def options(self, job: JobConfig) -> dict:
         """What the cell's results depend on (the search's options only through the memcontrol row's mask)."""
         options = {k: v for k, v in self.job(job).options().items() if k not in OPERATIONAL and not k.startswith("search.")}
-        return json.loads(json.dumps({"row": self.row.label, **options}))  # as cell.json reads back: tuples as lists
+        return {"row": self.row.label, **options}
 
 
 def parse_rows(text: str, learning_rate: float) -> list[tuple[str, str, float]]:
@@ -132,46 +129,17 @@ def _names(text: str, flag: str) -> list[str]:
 def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> None:
     """Train and evaluate ``cell`` in ``directory``, skipping the stages done there before."""
     directory = ensure_writable_dir(directory)
-    state = _state(directory, cell.options(job))
-    done = {d["stage"] for d in state["stages"]}
-    cell_job = cell.job(job)
-    for name, stage in STAGES.items():
-        if name in done:
-            _say(progress, f"{cell.name}: {name} done before, skipped")
-            continue
-        _say(progress, f"{cell.name}: {name}")
-        start = time.perf_counter()
-        stage(cell_job, directory, progress)
-        state["stages"].append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
-        write_json(directory / CELL_FILE, state)
+    run_stages(STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), progress=progress, label=f"cell {cell.name}")
 
 
 def _train(job: JobConfig, directory: Path, progress: bool) -> None:
+    """fine-tune the cell's method with its mitigation"""
     run_train(job.model, job.data, job.train, job.sample, directory / MODEL_DIR, progress=progress)
 
 
 def _evaluate(job: JobConfig, directory: Path, progress: bool) -> None:
+    """evaluate the cell's model on the test split"""
     run_evaluate(str(directory / MODEL_DIR), directory / EVALUATION_DIR, job.model, job.features, job.evaluation)
 
 
-STAGES: dict[str, Callable[[JobConfig, Path, bool], None]] = {"train": _train, "evaluate": _evaluate}
-
-
-def _state(directory: Path, options: dict) -> dict:
-    path = directory / CELL_FILE
-    if not path.is_file():
-        return {"options": options, "stages": []}
-    state = json.loads(path.read_text())
-    if state["options"] != options:
-        old = state["options"]
-        key = next(k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k))
-        raise UserError(
-            f"{directory} holds a cell made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
-            "give another --output_dir (or delete that cell)"
-        )
-    return state
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        tqdm.write(message)
+STAGES: dict[str, Stage] = {"train": _train, "evaluate": _evaluate}

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
-from memcontrol.errors import UserError
-from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.job import run_evaluate
 from memcontrol.pipeline.report import REPORT, write_report
+from memcontrol.pipeline.stages import Stage, run_stages
 from memcontrol.search.job import OPERATIONAL, JobConfig, run_search
 from memcontrol.search.results import BEST_MASK
 from memcontrol.train.job import run_train
@@ -52,7 +49,7 @@ def _report(job: JobConfig, output_dir: Path, progress: bool) -> None:
     write_report(output_dir)
 
 
-STAGES: dict[str, Callable[[JobConfig, Path, bool], None]] = {
+STAGES: dict[str, Stage] = {
     "search": _search, "train": _train, "evaluate": _evaluate, "report": _report,
 }
 
@@ -60,37 +57,6 @@ STAGES: dict[str, Callable[[JobConfig, Path, bool], None]] = {
 def run_pipeline(job: JobConfig, output_dir: str | Path, *, progress: bool = True) -> Path:
     """Run the stages not done yet in ``output_dir``; return the report's path."""
     output_dir = ensure_writable_dir(output_dir)
-    state = _state(output_dir, job)
-    for number, (name, stage) in enumerate(STAGES.items(), start=1):
-        header = f"[{number}/{len(STAGES)}] {name}:"
-        if name in {done["stage"] for done in state["stages"]}:
-            _say(progress, f"{header} done before, skipped")
-            continue
-        _say(progress, f"{header} {stage.__doc__}")
-        start = time.perf_counter()
-        stage(job, output_dir, progress)
-        state["stages"].append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
-        write_json(output_dir / RUN_FILE, state)
+    options = {k: v for k, v in job.options().items() if k not in OPERATIONAL}
+    run_stages(STAGES, job, output_dir, RUN_FILE, options, progress=progress, label="run")
     return output_dir / REPORT
-
-
-def _state(output_dir: Path, job: JobConfig) -> dict:
-    """The stages done so far; refuses a folder holding a run made with other options, whose stages would not fit."""
-    options = json.loads(json.dumps({k: v for k, v in job.options().items() if k not in OPERATIONAL}))
-    path = output_dir / RUN_FILE
-    if not path.is_file():
-        return {"options": options, "stages": []}  # a list: the file's keys are sorted, the stages keep their order
-    state = json.loads(path.read_text())
-    if state["options"] != options:
-        old = state["options"]
-        key = next(k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k))
-        raise UserError(
-            f"{output_dir} holds a run made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
-            "give another --output_dir (or delete that one)"
-        )
-    return state
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        tqdm.write(message)

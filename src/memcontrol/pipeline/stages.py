@@ -1,0 +1,56 @@
+"""Stages written once, for `memcontrol run` and each cell of `memcontrol benchmark`.
+
+A folder records the options it was made with and the stages done (with their times): started again,
+the work skips what is done, and refuses other options, which its finished stages would not fit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from memcontrol.errors import UserError
+from memcontrol.io import write_json
+
+Stage = Callable[[Any, Path, bool], None]  # (job, folder, progress); its docstring says what it does
+
+
+def run_stages(stages: dict[str, Stage], job: Any, directory: Path, state_file: str, options: dict, *, progress: bool, label: str) -> None:
+    """Run the ``stages`` not done yet in ``directory``, recording each in ``state_file`` when done."""
+    path = directory / state_file
+    state = _state(path, json.loads(json.dumps(options)), label)  # as the file reads back: tuples as lists
+    done = {d["stage"] for d in state["stages"]}
+    for number, (name, stage) in enumerate(stages.items(), start=1):
+        header = f"{label} [{number}/{len(stages)}] {name}:"
+        if name in done:
+            _say(progress, f"{header} done before, skipped")
+            continue
+        _say(progress, f"{header} {stage.__doc__}")
+        start = time.perf_counter()
+        stage(job, directory, progress)
+        state["stages"].append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
+        write_json(path, state)
+
+
+def _state(path: Path, options: dict, label: str) -> dict:
+    if not path.is_file():
+        return {"options": options, "stages": []}  # a list: the file's keys are sorted, the stages keep their order
+    state = json.loads(path.read_text())
+    if state["options"] != options:
+        old = state["options"]
+        key = next(k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k))
+        raise UserError(
+            f"{path.parent} holds a {label} made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
+            "give another --output_dir (or delete that folder)"
+        )
+    return state
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        tqdm.write(message)
