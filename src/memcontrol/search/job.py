@@ -121,6 +121,9 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
                 )
             bar.update(len(baselines) - len(pending))
             for name, proposal in pending.items():  # with several workers, each evaluates those still missing when it gets here
+                if (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file():  # another worker on this folder did it meanwhile
+                    bar.update()
+                    continue
                 record = {"baseline": name, "method": proposal.method, "mask": proposal.mask_text, "learning_rate": proposal.learning_rate}
                 inner(proposal, output_dir / BASELINES_DIR / name, record)
                 bar.update()
