@@ -2,7 +2,8 @@
 
 Deliberately not the fine-tuning domain (digits, faces, X-rays): the base must have something to
 adapt, and the frozen model must score badly on the domain, as Stable Diffusion does on X-rays.
-Shapes are grey on black, like the target domains (X-rays, digits); photo crops keep their colours.
+Everything is grey, like the target domains (X-rays, digits): a base that had seen coloured photos
+tinted its fine-tuned digits with their colours (measured). Shapes are grey on black.
 Images are drawn at twice the resolution and average-pooled, for anti-aliased edges.
 """
 
@@ -59,7 +60,7 @@ def draw_shapes(n: int, resolution: int, rng: np.random.Generator) -> tuple[torc
 
 
 def crop_photos(n: int, resolution: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
-    photos = {name: Image.fromarray(load()).convert("RGB") for name, load in PHOTOS.items()}
+    photos = {name: Image.fromarray(load()).convert("L") for name, load in PHOTOS.items()}
     images, captions = [], []
     for _ in range(n):
         name = rng.choice(list(photos))
@@ -67,12 +68,12 @@ def crop_photos(n: int, resolution: int, rng: np.random.Generator) -> tuple[torc
         crop = int(rng.uniform(0.15, 0.6) * min(photo.size))
         left, top = rng.integers(0, photo.width - crop + 1), rng.integers(0, photo.height - crop + 1)
         tile = photo.crop((left, top, left + crop, top + crop)).resize((resolution, resolution), Image.BICUBIC)
-        images.append(torch.from_numpy(np.asarray(tile, np.float32) / 127.5 - 1).permute(2, 0, 1))
+        images.append(torch.from_numpy(np.asarray(tile, np.float32) / 127.5 - 1).expand(3, -1, -1))
         captions.append(PHOTO_CAPTION.format(name=name))
     return torch.stack(images), captions
 
 
-def general_domain(n: int, resolution: int, seed: int = 0, photo_share: float = 0.2) -> tuple[torch.Tensor, list[str]]:
+def general_domain(n: int, resolution: int, seed: int = 0, photo_share: float = 0.1) -> tuple[torch.Tensor, list[str]]:
     """``n`` captioned images in [-1, 1], shapes and photo crops mixed."""
     rng = np.random.default_rng(seed)
     n_photos = int(n * photo_share)

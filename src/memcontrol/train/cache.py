@@ -52,7 +52,6 @@ class CaptionEmbeddings:
     """Text-encoder outputs of a fixed list of captions, cached when they fit in memory.
 
     ``extra`` captions are embedded besides the examples' own, for a mitigation that swaps them in.
-    With ``trainable=True`` (pretraining the text encoder) nothing is cached and gradients flow.
     """
 
     def __init__(
@@ -61,28 +60,24 @@ class CaptionEmbeddings:
         text_encoder,
         captions: Sequence[str],
         progress: bool = True,
-        trainable: bool = False,
         extra: Iterable[str] = (),
     ):
-        self.tokenizer, self.text_encoder, self.progress, self.trainable = tokenizer, text_encoder, progress, trainable
+        self.tokenizer, self.text_encoder, self.progress = tokenizer, text_encoder, progress
         self.texts = sorted(set(captions) | set(extra) | {""})
         self.ids = {text: i for i, text in enumerate(self.texts)}
         self.caption_ids = torch.tensor([self.ids[c] for c in captions])
         self.empty_id = self.ids[""]
         hidden = text_encoder.config.hidden_size
         size = len(self.texts) * tokenizer.model_max_length * hidden * text_encoder.dtype.itemsize
-        self.cache = self._encode_all(progress) if size <= EMBEDDING_CACHE_BYTES and not trainable else None
+        self.cache = self._encode_all(progress) if size <= EMBEDDING_CACHE_BYTES else None
 
     def derive(self, captions: Sequence[str], extra: Iterable[str] = ()) -> "CaptionEmbeddings":
         """Embeddings of other captions (one per example, as in the constructor) with the same text encoder."""
-        return CaptionEmbeddings(self.tokenizer, self.text_encoder, captions, self.progress, self.trainable, extra)
+        return CaptionEmbeddings(self.tokenizer, self.text_encoder, captions, self.progress, extra)
 
+    @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embeddings of any texts, computed now: with gradients only when the text encoder trains."""
-        with torch.set_grad_enabled(self.trainable):
-            return self._embed(texts)
-
-    def _embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of any texts, computed now."""
         tokens = self.tokenizer(
             list(texts), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         )

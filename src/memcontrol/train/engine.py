@@ -76,21 +76,17 @@ def fine_tune(
     cfg: TrainConfig,
     accelerator: Accelerator,
     progress: bool = True,
-    extra_parameters: list[torch.nn.Parameter] | None = None,
     mitigation: Mitigation | None = None,
 ) -> TrainResult:
     """Adapt ``pipe.unet`` in place with ``method``/``mask`` and train it on ``data`` with ``mitigation``.
 
-    ``extra_parameters`` (e.g. the text encoder's, when pretraining) are optimised alongside.
     ``mitigation`` defaults to the one ``cfg`` names; a caller builds it first to check its options early.
     """
     if mitigation is None:
         mitigation = get_mitigation(cfg.mitigation, MitigationOptions.from_config(cfg))
     unet = pipe.unet
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
-    own = method.apply(unet, mask)
-    extra = list(extra_parameters or [])
-    params = own + extra
+    params = method.apply(unet, mask)
     result = TrainResult(sum(p.numel() for p in params), total)
     if not params or cfg.max_train_steps == 0:
         return result
@@ -99,8 +95,7 @@ def fine_tune(
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    groups = method.param_groups(unet, own, cfg.learning_rate) + ([{"params": extra, "lr": cfg.learning_rate}] if extra else [])
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
+    optimizer = torch.optim.AdamW(method.param_groups(unet, params, cfg.learning_rate), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer,
