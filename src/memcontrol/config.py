@@ -74,7 +74,7 @@ class TrainConfig:
     lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)")
     norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)")
     train_batch_size: int = opt(32, "samples per optimisation step")
-    max_train_steps: int = opt(500, "optimisation steps")
+    max_train_steps: int = opt(1000, "optimisation steps (the built-in scenario memorises D_mem in 1,000 full fine-tuning steps)")
     learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up")
     lr_scheduler: str = opt("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ...")
     lr_warmup_steps: int = opt(50, "linear warm-up steps")

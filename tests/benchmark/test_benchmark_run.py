@@ -81,4 +81,4 @@ def test_the_cpu_preset_is_the_default_on_builtin_data_and_its_grid_parses():
     assert [method for _, method, _ in rows] == ["freeze", "full", "svdiff", "difffit", "attention", "memcontrol"]
     assert parse_mitigations(job.benchmark.mitigations, job.job.train) == ["none", "rwa", "threshold"]
     yours = BenchmarkJob.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
-    assert yours.job.train.max_train_steps == 500 and yours.benchmark.seeds == "0,1,2"  # the fields' defaults
+    assert yours.job.train.max_train_steps == 1000 and yours.benchmark.seeds == "0,1,2"  # the fields' defaults
