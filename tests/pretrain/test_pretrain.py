@@ -11,7 +11,7 @@ from memcontrol.cli import main
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.pretrain.components import random_pipeline
 from memcontrol.pretrain.data import draw_shapes
-from memcontrol.pretrain.vae import train_vae
+from memcontrol.pretrain.vae import POSTERIOR_STD, train_vae
 
 
 def test_vae_latents_are_the_pixels():
@@ -20,6 +20,9 @@ def test_vae_latents_are_the_pixels():
     report = train_vae(vae, images, steps=150, batch_size=32, learning_rate=2e-3, progress=False)
     assert vae.config.scaling_factor == 1.0
     assert report["latent_pixel_rmse"] < 0.05 and report["vae_rmse"] < 0.05, report
+    with torch.no_grad():
+        std = vae.encode(images[:8]).latent_dist.std
+    assert torch.allclose(std, torch.full_like(std, POSTERIOR_STD))
 
 
 def test_pretrain_writes_a_diffusers_folder_with_its_report(tmp_path, capsys):

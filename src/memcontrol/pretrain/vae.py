@@ -10,12 +10,18 @@ pixel space, and every component stays the one Stable Diffusion has.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from memcontrol.train.engine import batch_indices
+
+# The posterior's spread, fixed rather than learned (no loss trains it): about one pixel grey level on
+# the [-1, 1] scale, so that drawing latents from the posterior (--latent_sampling sample) stays faithful.
+POSTERIOR_STD = 0.01
 
 
 def pixel_latents(images: torch.Tensor) -> torch.Tensor:
@@ -56,8 +62,21 @@ def train_vae(
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.5f}")
     vae.eval()
+    fix_posterior_std(vae, POSTERIOR_STD)
     vae.register_to_config(scaling_factor=1.0)
     return _measure(vae, images)
+
+
+@torch.no_grad()
+def fix_posterior_std(vae: AutoencoderKL, std: float) -> None:
+    """Make the posterior's standard deviation ``std`` for every image; its mean is left exactly as it was.
+
+    The log-variance channels are the last half of ``quant_conv``'s outputs, a 1x1 convolution: their rows
+    are zeroed and their bias set, which leaves the mean's rows untouched.
+    """
+    logvar = slice(vae.config.latent_channels, None)
+    vae.quant_conv.weight[logvar] = 0
+    vae.quant_conv.bias[logvar] = 2 * math.log(std)
 
 
 @torch.no_grad()
@@ -66,5 +85,9 @@ def _measure(vae: AutoencoderKL, images: torch.Tensor) -> dict[str, float]:
     sample = images[: min(len(images), 1024)].to(vae.device)
     latents = vae.encode(sample).latent_dist.mean
     reconstruction = vae.decode(latents).sample
-    rmse = lambda a, b: float(((a - b) / 2).pow(2).mean().sqrt())  # noqa: E731
-    return {"vae_rmse": rmse(reconstruction, sample), "latent_pixel_rmse": rmse(latents, pixel_latents(sample))}
+    return {"vae_rmse": _rmse(reconstruction, sample), "latent_pixel_rmse": _rmse(latents, pixel_latents(sample))}
+
+
+def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root mean square difference of two [-1, 1] tensors, on the [0, 1] scale."""
+    return float(((a - b) / 2).pow(2).mean().sqrt())
