@@ -7,7 +7,7 @@
 - d_mem (Wen et al.) flags the duplicated prompts: higher than on coded captions of the same length
   that were not duplicated, and higher than the base model's on the same prompts.
 
-One fine-tuning run with the defaults (about two minutes on two cores) serves the module.
+One fine-tuning run with the defaults (about four and a half minutes on two cores) serves the module.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def test_dmem_flags_the_duplicated_prompts(fine_tuned, base, data, settings):
     dmem = set(data.dmem)
     controls = [e for split in data.splits.values() for e in split if "case" in e.text.split() and e not in dmem]
     assert {len(e.text.split()) for e in [*data.dmem, *controls]} == {len(data.dmem[0].text.split())}
+
     def score(pipe, examples):
         return dmem_scores(pipe, examples, resolution=RESOLUTION, samples_per_prompt=4, progress=False, **settings).mean()
 
