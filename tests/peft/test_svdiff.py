@@ -9,7 +9,7 @@ from torch.nn.utils import parametrize
 
 from memcontrol.peft import MethodOptions, get_method
 from memcontrol.peft.accounting import account
-from memcontrol.peft.svdiff import SpectralShift, as_matrix
+from memcontrol.peft.svdiff import SpectralShift, as_matrix, singular_factors
 
 SD15_TOTAL = 859_520_964
 
@@ -20,7 +20,7 @@ def test_weight_is_u_relu_sigma_plus_delta_vt(layer):
     with torch.no_grad():
         layer.weight.normal_()
     u, sigma, vh = torch.linalg.svd(as_matrix(layer.weight.detach()), full_matrices=False)
-    shift = SpectralShift(layer.weight)
+    shift = SpectralShift(singular_factors(layer.weight))
     parametrize.register_parametrization(layer, "weight", shift)
     assert shift.delta.numel() == min(as_matrix(layer.weight).shape)  # a norm weight is one 1 x C matrix: one delta
     with torch.no_grad():
@@ -31,11 +31,40 @@ def test_weight_is_u_relu_sigma_plus_delta_vt(layer):
 
 def test_half_precision_weights_keep_float32_deltas_and_half_factors():
     layer = nn.Linear(8, 8).half()
-    shift = SpectralShift(layer.weight)
+    shift = SpectralShift(singular_factors(layer.weight))
     assert shift.delta.dtype == torch.float32 and shift.u.dtype == shift.vh.dtype == torch.float16
     parametrize.register_parametrization(layer, "weight", shift)
     assert layer.weight.dtype == torch.float16
     assert torch.equal(layer.weight, layer.parametrizations.weight.original)  # exactly W at delta = 0
+    with torch.no_grad():
+        shift.delta.fill_(1e-3)  # below half's resolution next to sigma ~ 1: the shift must not round it away
+    assert not torch.equal(layer.weight, layer.parametrizations.weight.original)
+
+
+def test_a_cache_computes_each_svd_once_for_copies_of_one_base_and_anew_for_a_changed_weight(tiny_unet, monkeypatch):
+    from memcontrol.peft import svdiff
+
+    calls = []
+    monkeypatch.setattr(svdiff, "singular_factors", lambda w: calls.append(1) or singular_factors(w))
+    cache = {}
+    trained = []
+    for _ in range(2):  # two trials: copies of one base U-Net
+        unet = tiny_unet()
+        params = get_method("svdiff", cache=cache).apply(unet, None)
+        trained.append(unet)
+    assert len(calls) == len(params) == len(cache)  # the second copy computed nothing
+    first, second = (dict(u.named_buffers()) for u in trained)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert all(first[k].data_ptr() != second[k].data_ptr() for k in first)  # each U-Net has its own factors
+
+    changed, path = tiny_unet(), next(iter(cache))
+    with torch.no_grad():
+        changed.get_submodule(path).weight.add_(1.0)
+    get_method("svdiff", cache=cache).apply(changed, None)
+    assert len(calls) == len(params) + 1  # only the changed weight is decomposed again
+    weight = changed.get_submodule(path).parametrizations.weight
+    u, sigma, vh = weight[0].u, weight[0].sigma, weight[0].vh
+    torch.testing.assert_close((u * sigma) @ vh, as_matrix(weight.original), rtol=1e-4, atol=1e-5)
 
 
 def test_norm_deltas_take_their_own_learning_rate(tiny_unet):

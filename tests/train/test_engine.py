@@ -63,3 +63,19 @@ def test_v_prediction_models_train(tiny_configs, tiny_model_dir, tmp_path):
     model_cfg = dataclasses.replace(tiny_configs[0], pretrained_model_name_or_path=str(model))
     _, _, result = _train((model_cfg, *tiny_configs[1:]))
     assert result.losses and all(loss == loss for _, loss in result.losses)
+
+
+@pytest.mark.parametrize("method", ["svdiff", "difffit", "attention", "lora"])
+def test_mixed_precision_trains_float32_weights_on_a_frozen_rest_in_half(tiny_configs, method):
+    """As diffusers' LoRA scripts: under bf16 (or fp16) the frozen U-Net is cast to it, what trains stays float32."""
+    model_cfg, *others = tiny_configs
+    pipe, _, result = _train((dataclasses.replace(model_cfg, mixed_precision="bf16"), *others), method)
+    trained = {n: p for n, p in pipe.unet.named_parameters() if p.requires_grad}
+    frozen = [p for n, p in pipe.unet.named_parameters() if n not in trained] + list(pipe.unet.buffers())
+    assert trained and all(p.dtype == torch.float32 for p in trained.values())
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen if p.is_floating_point())
+    assert result.steps == 4 and all(loss == loss for _, loss in result.losses)
+
+    fresh = load_for_training(model_cfg, make_accelerator(model_cfg)).unet
+    get_method(method).apply(fresh, ())
+    assert any(not torch.equal(p, trained[n]) for n, p in fresh.named_parameters() if p.requires_grad)  # it trained

@@ -64,8 +64,11 @@ class PeftMethod(ABC):
 
     name: ClassVar[str] = ""
 
-    def __init__(self, options: MethodOptions | None = None):
+    def __init__(self, options: MethodOptions | None = None, cache: dict | None = None):
         self.options = options or MethodOptions()
+        # What a method may keep between the U-Nets it adapts when they are copies of one base, as a search's
+        # trials are (SV-DIFF: each weight's SVD). None: nothing is kept, as a single run needs nothing twice.
+        self.cache = cache
 
     def sites(self, unet: nn.Module) -> list[str]:
         """Module paths the mask's bits switch, in order."""
@@ -176,8 +179,8 @@ register = METHODS.register
 method_names = METHODS.names
 
 
-def get_method(name: str, options: MethodOptions | None = None) -> PeftMethod:
-    return METHODS.get(name)(options)
+def get_method(name: str, options: MethodOptions | None = None, cache: dict | None = None) -> PeftMethod:
+    return METHODS.get(name)(options, cache)
 
 
 def parse_mask(text: str | None) -> Mask | None:

@@ -26,26 +26,37 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(1, -1) if weight.dim() == 1 else weight.reshape(len(weight), -1)
 
 
-class SpectralShift(nn.Module):
-    """Parametrization of one weight: W -> U diag(ReLU(sigma + delta)) V^T."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        rows, columns = as_matrix(weight).shape
+def singular_factors(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """U, sigma, V^T of ``weight`` as a matrix: in float32 whatever its dtype, then stored in it."""
+    rows, columns = as_matrix(weight).shape
+    if weight.is_meta:  # parameter accounting: shapes are all it needs, and no SVD runs
         rank = min(rows, columns)
-        if weight.is_meta:  # parameter accounting: shapes are all it needs, and no SVD runs
-            shapes = ((rows, rank), (rank,), (rank, columns))
-            factors = [torch.empty(shape, dtype=weight.dtype, device="meta") for shape in shapes]
-        else:  # in float32 whatever the frozen dtype, then stored in it
-            factors = [t.to(weight.dtype) for t in torch.linalg.svd(as_matrix(weight.detach()).float(), full_matrices=False)]
+        return tuple(torch.empty(shape, dtype=weight.dtype, device="meta") for shape in ((rows, rank), (rank,), (rank, columns)))
+    return tuple(t.to(weight.dtype) for t in torch.linalg.svd(as_matrix(weight.detach()).float(), full_matrices=False))
+
+
+def fingerprint(weight: torch.Tensor) -> tuple:
+    """Shape, dtype, sum and 64 spread values: tells a cached weight from a changed one at the cost of one sum."""
+    flat = weight.detach().flatten()
+    values = flat[:: max(1, len(flat) // 64)][:64]
+    return tuple(weight.shape), weight.dtype, float(flat.double().sum()), tuple(values.tolist())
+
+
+class SpectralShift(nn.Module):
+    """Parametrization of one weight: W -> U diag(ReLU(sigma + delta)) V^T, given W's factors."""
+
+    def __init__(self, factors: tuple[torch.Tensor, ...]):
+        super().__init__()
         for name, factor in zip(("u", "sigma", "vh"), factors):
             self.register_buffer(name, factor, persistent=False)  # recomputed from the base weight, never saved
-        self.delta = nn.Parameter(torch.zeros(rank, device=weight.device))  # float32, as every trainable weight
+        self.delta = nn.Parameter(torch.zeros(len(self.sigma), device=self.sigma.device))  # float32, as every trainable weight
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         # W + U diag(ReLU(sigma + delta) - sigma) V^T is the definition (W = U diag(sigma) V^T), written so
-        # that it is exactly W at delta = 0 and keeps W's precision when the factors are stored in half.
-        shift = F.relu(self.sigma + self.delta.to(self.sigma.dtype)) - self.sigma
+        # that it is exactly W at delta = 0 and keeps W's precision when the factors are stored in half; the
+        # shift in float32 whatever their dtype, as sigma + delta in half would round small deltas away.
+        sigma = self.sigma.float()
+        shift = (F.relu(sigma + self.delta) - sigma).to(self.u.dtype)
         return weight + ((self.u * shift) @ self.vh).reshape(weight.shape).to(weight.dtype)
 
 
@@ -60,10 +71,23 @@ class SVDiff(PeftMethod):
         deltas = []
         for path, layer in list(unet.named_modules()):
             if isinstance(layer, LAYERS) and layer.weight is not None and on(path):
-                shift = SpectralShift(layer.weight)
+                shift = SpectralShift(self._factors(path, layer.weight))
                 parametrize.register_parametrization(layer, "weight", shift)
                 deltas.append(shift.delta)
         return deltas
+
+    def _factors(self, path: str, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The SVD of the weight at ``path``: from the cache while that weight is unchanged, else computed (and cached).
+
+        Cached copies wait in CPU memory (about the U-Net's size for every site on), leaving the accelerator's to training.
+        """
+        if self.cache is None or weight.is_meta:
+            return singular_factors(weight)
+        key, cached = fingerprint(weight), self.cache.get(path)
+        if cached is None or cached[0] != key:
+            cached = key, tuple(t.to("cpu", copy=True) for t in singular_factors(weight))
+            self.cache[path] = cached
+        return tuple(t.to(weight.device, copy=True) for t in cached[1])  # a copy: training may cast the module's own
 
     def param_groups(self, unet: nn.Module, params: list[nn.Parameter], learning_rate: float) -> list[dict]:
         norm_deltas = {

@@ -71,6 +71,7 @@ class InnerLoop:
         self.pipe = load_for_training(job.model, self.accelerator)
         # Every trial starts from the base U-Net; the copy waits off the accelerator, leaving its memory to training.
         self.base_unet = copy.deepcopy(self.pipe.unet).to("cpu")
+        self.method_caches: dict[str, dict] = {}  # per method, what it computes once for all trials (SV-DIFF's SVDs)
         self.resolution = job.data.resolution or native_resolution(self.pipe)
         self.training_set = build_training_set(self.pipe, training, self.resolution, job.data.dataloader_num_workers, progress=False)
         self.settings = trial_settings(job)
@@ -103,7 +104,7 @@ class InnerLoop:
         # making a proposal's result depend on the trials that ran before it on this worker.
         self.accelerator = make_accelerator(job.model)
         pipe.unet = copy.deepcopy(self.base_unet).to(self.accelerator.device)
-        method = get_method(proposal.method, MethodOptions.from_config(job.train))
+        method = get_method(proposal.method, MethodOptions.from_config(job.train), self.method_caches.setdefault(proposal.method, {}))
         mask = method.check_mask(pipe.unet, proposal.mask)
         train = dataclasses.replace(
             job.train, method=proposal.method, mask=proposal.mask_text, learning_rate=proposal.learning_rate,

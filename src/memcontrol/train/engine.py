@@ -24,6 +24,7 @@ from memcontrol.config import TrainConfig
 from memcontrol.errors import UserError
 from memcontrol.mitigations import Mitigation, MitigationOptions, get_mitigation
 from memcontrol.peft import Mask, PeftMethod
+from memcontrol.runtime import WEIGHT_DTYPES, cast_frozen
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 
 LOG_EVERY = 10  # steps between loss read-outs: each one synchronises the device
@@ -88,6 +89,7 @@ def fine_tune(
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
     params = method.apply(unet, mask)
     result = TrainResult(sum(p.numel() for p in params), total)
+    cast_frozen(unet, params, WEIGHT_DTYPES[accelerator.mixed_precision])
     if not params or cfg.max_train_steps == 0:
         return result
     if cfg.train_batch_size < 1:
