@@ -45,12 +45,13 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from memcontrol.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from memcontrol.config import DataConfig, TrainConfig  # noqa: E402
 from memcontrol.data.prepare import prepare_data  # noqa: E402
 from memcontrol.peft import get_method  # noqa: E402
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution  # noqa: E402
 from memcontrol.train.engine import fine_tune  # noqa: E402
 from memcontrol.train.job import build_training_set  # noqa: E402
+from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 
 diffusers.utils.logging.set_verbosity_error()
 diffusers.utils.logging.disable_progress_bar()
@@ -89,10 +90,6 @@ class RssSampler(threading.Thread):
         self.done.set()
         self.join()
         return max(self.peak, self.process.memory_info().rss)
-
-
-def model_config(args) -> ModelConfig:
-    return ModelConfig(pretrained_model_name_or_path=args.pretrained_model_name_or_path, mixed_precision=args.mixed_precision)
 
 
 def setup(args, method_name: str, examples):
@@ -150,12 +147,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per method")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--matmul_size", type=int, default=2048)
-    parser.add_argument("--pretrained_model_name_or_path", default=None, help="default: the built-in base model")
-    parser.add_argument("--train_data_dir", default=None, help="default: the built-in data")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="distinct training images (all are encoded up front)")
-    parser.add_argument("--resolution", type=int, default=None, help="default: the model's native size")
-    parser.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"))
-    parser.add_argument("--gradient_checkpointing", action="store_true")
+    add_training_flags(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -40,7 +40,7 @@ from diffusers.optimization import get_scheduler  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
-from memcontrol.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from memcontrol.config import DataConfig, TrainConfig  # noqa: E402
 from memcontrol.data.imagefolder import load_images  # noqa: E402
 from memcontrol.data.prepare import prepare_data  # noqa: E402
 from memcontrol.models.architectures import build_unet  # noqa: E402
@@ -48,6 +48,7 @@ from memcontrol.peft import get_method  # noqa: E402
 from memcontrol.runtime import load_for_training, make_accelerator, native_resolution  # noqa: E402
 from memcontrol.train.engine import batch_indices, fine_tune  # noqa: E402
 from memcontrol.train.job import build_training_set  # noqa: E402
+from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 
 diffusers.utils.logging.set_verbosity_error()
 diffusers.utils.logging.disable_progress_bar()
@@ -60,10 +61,6 @@ def train_config(args) -> TrainConfig:
         method=args.method, train_batch_size=args.batch_size, max_train_steps=args.steps, lr_warmup_steps=0,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-
-
-def model_config(args) -> ModelConfig:
-    return ModelConfig(pretrained_model_name_or_path=args.pretrained_model_name_or_path, mixed_precision=args.mixed_precision)
 
 
 def resolution(args, pipe) -> int:
@@ -172,12 +169,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed optimisation steps per run")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the median is reported")
-    parser.add_argument("--pretrained_model_name_or_path", default=None, help="default: the built-in base model")
-    parser.add_argument("--train_data_dir", default=None, help="default: the built-in data")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="distinct training images (all are encoded up front)")
-    parser.add_argument("--resolution", type=int, default=None, help="default: the model's native size")
-    parser.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"))
-    parser.add_argument("--gradient_checkpointing", action="store_true")
+    add_training_flags(parser)
     args = parser.parse_args()
     examples = prepare_data(DataConfig(train_data_dir=args.train_data_dir, max_train_samples=args.max_train_samples)).training
     samples = args.steps * args.batch_size
