@@ -43,6 +43,9 @@ def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config,
     assert (manifest["config"]["mitigation"], manifest["config"]["seed"], manifest["mask"]) == ("rwa", 0, best["mask"])
     metrics = json.loads((cell / "evaluation" / "metrics.json").read_text())
     assert len(metrics["closest"]) == 2 and all(c["distance"] >= 0 for c in metrics["closest"])  # one per D_mem image
+    threshold = metrics["settings"]["extraction_threshold"]
+    (record,) = [r for r in _csv(out / "cells.csv") if r["cell"] == cell.name]
+    assert int(record["regenerated"]) == sum(c["distance"] < threshold for c in metrics["closest"])
     for mitigation in ("none", "rwa"):
         with Image.open(out / f"closest-{mitigation}.png") as figure:
             assert figure.format == "PNG" and figure.width > figure.height  # 2 rows: the image and two methods

@@ -22,6 +22,7 @@ MEASURES = (
     ("amd", "AMD ↑"),
     ("alignment", "alignment ↑"),
     ("extracted", "extracted ↓"),
+    ("regenerated", "regenerated ↓"),
     ("dmem_mean", "d_mem ↓"),
     ("trainable_percent", "trainable %"),
     ("train_seconds", "train s"),
@@ -39,12 +40,21 @@ def cell_record(directory: Path) -> dict:
     return {
         "row": options["row"], "method": manifest["method"], "mask": manifest["mask"],
         "learning_rate": options["train.learning_rate"], "mitigation": options["train.mitigation"], "seed": options["train.seed"],
-        **{key: metrics.get(key) for key, _ in MEASURES[:5]},
+        **{key: metrics.get(key) for key in ("fid", "amd", "alignment", "extracted", "dmem_mean")},
+        "regenerated": regenerated(metrics),
         "trainable_percent": 100 * result["trainable_fraction"],
         "train_seconds": result["seconds"],
         "wall_seconds": round(sum(stage["seconds"] for stage in cell["stages"]), 1),
         "dmem_prompts": len(metrics.get("dmem") or []), "test_prompts": metrics.get("num_test"), "cell": directory.name,
     }
+
+
+def regenerated(metrics: dict) -> int | None:
+    """D_mem images whose nearest generation is under the attack's threshold: a copy without the attack's group of them."""
+    if not metrics.get("closest"):
+        return None
+    threshold = metrics["settings"]["extraction_threshold"]
+    return sum(c["distance"] < threshold for c in metrics["closest"])
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -79,7 +89,8 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str]) -> P
         "# Benchmark: methods x mitigations",
         "",
         f"Mean ± standard deviation over the seeds of each line ({summaries[0]['seeds']}). FID, AMD and alignment on "
-        f"{first['test_prompts']} test prompts; extracted (of {first['dmem_prompts']}) and d_mem on the D_mem prompts; "
+        f"{first['test_prompts']} test prompts; extracted and regenerated (of {first['dmem_prompts']}: by the attack, and "
+        "by a nearest generation under its threshold) and d_mem on the D_mem prompts; "
         "trainable % of the U-Net's parameters; train s: the fine-tuning loop; wall s: training (with caching and "
         "samples) and evaluation of a cell. Every seed's values are in cells.csv.",
         "",
