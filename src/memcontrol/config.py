@@ -264,3 +264,17 @@ def options_from(cls: type[Options], config: Any) -> Options:
     mapping a manifest saved (defaults for absent keys)."""
     values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def changed_option(recorded: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> str | None:
+    """The first option (in sorted order) whose value ``current`` changes from ``recorded``; None when none does.
+
+    An option that ``recorded`` lacks and ``current`` holds at its default (``defaults``) is unchanged: results
+    made before the option existed were made as its default does, so that a new release does not disown them.
+    """
+    for key in sorted(set(recorded) | set(current)):
+        if key not in recorded and key in defaults and current.get(key) == defaults[key]:
+            continue
+        if recorded.get(key) != current.get(key):
+            return key
+    return None

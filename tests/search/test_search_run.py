@@ -53,6 +53,14 @@ def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_con
     rows = _rows(out)
     assert [r["state"] for r in rows] == ["complete"] * 3 + ["duplicate", "complete"] and rows[3]["duplicate_of"] == "0"
 
+    # A study recorded before an option existed goes on while that option is at its default, not at another value.
+    setup = study.user_attrs["setup"]
+    study.set_user_attr("setup", {k: v for k, v in setup.items() if k != "train.rwa_words"})
+    assert _search(tiny_search_config, out, "--baselines", "full@1e-3", "--n_trials", "4") == 0
+    capsys.readouterr()
+    assert _search(tiny_search_config, out, "--baselines", "full@1e-3", "--n_trials", "4", "--rwa_words", "3") == 2
+    assert "train.rwa_words" in capsys.readouterr().err
+
     # Other training options would make the study's trials incomparable: refused.
     capsys.readouterr()
     assert _search(tiny_search_config, out, "--trial_train_steps", "3") == 2

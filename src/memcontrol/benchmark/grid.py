@@ -129,7 +129,10 @@ def _names(text: str, flag: str) -> list[str]:
 def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> None:
     """Train and evaluate ``cell`` in ``directory``, skipping the stages done there before."""
     directory = ensure_writable_dir(directory)
-    run_stages(STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), progress=progress, label=f"cell {cell.name}")
+    run_stages(
+        STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), JobConfig.with_defaults().options(), progress=progress,
+        label=f"cell {cell.name}",
+    )
 
 
 def _train(job: JobConfig, directory: Path, progress: bool) -> None:

@@ -58,5 +58,5 @@ def run_pipeline(job: JobConfig, output_dir: str | Path, *, progress: bool = Tru
     """Run the stages not done yet in ``output_dir``; return the report's path."""
     output_dir = ensure_writable_dir(output_dir)
     options = {k: v for k, v in job.options().items() if k not in OPERATIONAL}
-    run_stages(STAGES, job, output_dir, RUN_FILE, options, progress=progress, label="run")
+    run_stages(STAGES, job, output_dir, RUN_FILE, options, JobConfig.with_defaults().options(), progress=progress, label="run")
     return output_dir / REPORT

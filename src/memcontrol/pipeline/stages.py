@@ -14,16 +14,22 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from memcontrol.config import changed_option
 from memcontrol.errors import UserError
 from memcontrol.io import write_json
 
 Stage = Callable[[Any, Path, bool], None]  # (job, folder, progress); its docstring says what it does
 
 
-def run_stages(stages: dict[str, Stage], job: Any, directory: Path, state_file: str, options: dict, *, progress: bool, label: str) -> None:
-    """Run the ``stages`` not done yet in ``directory``, recording each in ``state_file`` when done."""
+def run_stages(
+    stages: dict[str, Stage], job: Any, directory: Path, state_file: str, options: dict, defaults: dict, *, progress: bool, label: str
+) -> None:
+    """Run the ``stages`` not done yet in ``directory``, recording each in ``state_file`` when done.
+
+    ``options`` are what the results depend on, ``defaults`` their default values (see ``config.changed_option``).
+    """
     path = directory / state_file
-    state = _state(path, json.loads(json.dumps(options)), label)  # as the file reads back: tuples as lists
+    state = _state(path, _as_stored(options), _as_stored(defaults), label)
     done = {d["stage"] for d in state["stages"]}
     for number, (name, stage) in enumerate(stages.items(), start=1):
         header = f"{label} [{number}/{len(stages)}] {name}:"
@@ -37,13 +43,17 @@ def run_stages(stages: dict[str, Stage], job: Any, directory: Path, state_file: 
         write_json(path, state)
 
 
-def _state(path: Path, options: dict, label: str) -> dict:
+def _as_stored(options: dict) -> dict:
+    return json.loads(json.dumps(options))  # as the file reads back: tuples as lists
+
+
+def _state(path: Path, options: dict, defaults: dict, label: str) -> dict:
     if not path.is_file():
         return {"options": options, "stages": []}  # a list: the file's keys are sorted, the stages keep their order
     state = json.loads(path.read_text())
-    if state["options"] != options:
-        old = state["options"]
-        key = next(k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k))
+    old = state["options"]
+    key = changed_option(old, options, defaults)
+    if key is not None:
         raise UserError(
             f"{path.parent} holds a {label} made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
             "give another --output_dir (or delete that folder)"

@@ -82,6 +82,11 @@ class JobConfig:
         """Every option as ``section.name: value``."""
         return {f"{f.name}.{k}": v for f in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
 
+    @classmethod
+    def with_defaults(cls) -> JobConfig:
+        """Every option at its default (no preset): what a result recorded before an option existed was made with."""
+        return cls(*(config() for config in cls.classes()))
+
 
 def trial_setup(job: JobConfig, data_record: dict) -> dict:
     """What a trial's outcome depends on; a study's trials are comparable only while these stay the same."""
@@ -106,7 +111,8 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     training = proxy_training_set(data, job.search.proxy_fraction, job.data.split_seed)
     data_record = describe_proxy(data, training)
     write_json(output_dir / SEARCH_DATA, {**data_record, "proxy": [str(e.image_path) for e in dict.fromkeys(training)]})
-    studies = _open_studies(job, spaces, objectives, trial_setup(job, data_record), output_dir)
+    setup, defaults = trial_setup(job, data_record), trial_setup(JobConfig.with_defaults(), data_record)
+    studies = _open_studies(job, spaces, objectives, setup, defaults, output_dir)
     pending = {name: p for name, p in baselines.items() if not (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file()}
     if pending or any(finished_count(study) < job.search.n_trials for study in studies):
         inner = InnerLoop(job, data, training, objectives)  # loads the model: only when there is work left
@@ -135,13 +141,15 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     )
 
 
-def _open_studies(job: JobConfig, spaces: list[SearchSpace], objectives: list[Objective], setup: dict, output_dir: Path) -> list:
+def _open_studies(
+    job: JobConfig, spaces: list[SearchSpace], objectives: list[Objective], setup: dict, defaults: dict, output_dir: Path
+) -> list:
     """One study per space, named after it, in the storage of --storage (default: SQLite in ``output_dir``)."""
     storage = open_storage(job.search, output_dir)
     return [
         open_study(
             storage, name=f"{job.search.study_name}-{space.name}", directions=[o.direction for o in objectives],
-            sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed), setup=setup,
+            sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed), setup=setup, defaults=defaults,
         )
         for space in spaces
     ]

@@ -20,7 +20,7 @@ from optuna.samplers import BaseSampler
 from optuna.samplers import nsgaii
 from optuna.trial import FrozenTrial, TrialState
 
-from memcontrol.config import SearchConfig
+from memcontrol.config import SearchConfig, changed_option
 from memcontrol.errors import UserError
 
 STUDY_FILE = "study.db"
@@ -122,16 +122,17 @@ def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStor
 
 
 def open_study(
-    storage: optuna.storages.BaseStorage, *, name: str, directions: Sequence[str], sampler: BaseSampler, setup: dict
+    storage: optuna.storages.BaseStorage, *, name: str, directions: Sequence[str], sampler: BaseSampler, setup: dict, defaults: dict
 ) -> optuna.Study:
-    """Create the study, or load it and check that its trials were run as these would be (``setup``)."""
+    """Create the study, or load it and check that its trials were run as these would be (``setup``; ``defaults``: its
+    values with every option at its default, see ``config.changed_option``)."""
     study = optuna.create_study(storage=storage, study_name=name, directions=list(directions), sampler=sampler, load_if_exists=True)
-    setup = json.loads(json.dumps(setup))  # as the storage gives it back
+    setup, defaults = json.loads(json.dumps(setup)), json.loads(json.dumps(defaults))  # as the storage gives them back
     recorded = study.user_attrs.get(SETUP_ATTR)
+    key = None if recorded is None else changed_option(recorded, setup, defaults)
     if recorded is None:
         study.set_user_attr(SETUP_ATTR, setup)
-    elif recorded != setup:
-        key = next(k for k in sorted(set(recorded) | set(setup)) if recorded.get(k) != setup.get(k))
+    elif key is not None:
         raise UserError(
             f"study {name!r} holds trials run with {key}={_short(recorded.get(key))}, not {_short(setup.get(key))}: "
             "give another --study_name or --output_dir to start a new study"
