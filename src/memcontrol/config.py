@@ -36,6 +36,7 @@ class ModelConfig:
     )
     mixed_precision: str = opt("no", "no, fp16 or bf16 (autocast; trainable weights stay fp32)", choices=("no", "fp16", "bf16"))
     device: str = opt("auto", "auto (the accelerator if there is one; CUDA_VISIBLE_DEVICES picks which) or cpu", choices=("auto", "cpu"))
+    allow_tf32: bool = opt(False, "TF32 for float32 matmuls on Ampere and newer GPUs: faster, slightly less precise (diffusers' --allow_tf32)")
 
 
 @dataclass

@@ -17,6 +17,7 @@ def make_accelerator(cfg: ModelConfig) -> Accelerator:
     # accelerate keeps one process-wide state; a search or a test suite trains many models in one
     # process, possibly at different precisions, so each run starts from a fresh state.
     AcceleratorState._reset_state()
+    torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32  # set either way: a process may run jobs with either value
     return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
 
 
