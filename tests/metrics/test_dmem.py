@@ -89,3 +89,13 @@ def test_unknown_mode_and_summary(pipe):
     with pytest.raises(UserError, match="d_mem mode 'exact'"):
         dmem_scores(pipe, [], mode="exact")
     assert dmem_summary(torch.tensor([1.0, 3.0, 2.0])) == {"dmem_mean": 2.0, "dmem_max": 3.0}
+
+
+def test_the_trajectories_end_in_the_images_generate_draws_for_the_same_seeds(pipe):
+    """d_mem is measured on the very trajectories that produce the generated images: their ends, decoded, are those images."""
+    ends = []
+    dmem_trajectory(pipe, PROMPTS, seed=5, batch_size=2, on_images=ends.append, **FAST)
+    settings = {k: v for k, v in FAST.items() if k != "progress"}
+    generated = generate(pipe, PROMPTS, seed=5, batch_size=3, progress=False, **settings)
+    assert [len(e) for e in ends] == [2, 1]
+    torch.testing.assert_close(torch.cat(ends), generated, rtol=0, atol=1e-4)

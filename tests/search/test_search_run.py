@@ -97,3 +97,22 @@ def test_method_all_joins_the_methods_fronts(tiny_search_config, tmp_path):
     best = json.loads((out / "best_mask.json").read_text())
     assert best["method"] in ("svdiff", "difffit")
     assert [o["direction"] for o in json.loads((out / "pareto.json").read_text())["objectives"]] == ["minimize", "minimize", "maximize"]
+
+
+def test_a_trials_sample_grid_is_made_of_the_images_its_metrics_generated(tiny_search_config, tmp_path, monkeypatch):
+    """d_mem's trajectories end in the D_mem images and FID samples the validation captions: the grid shows those,
+    generating nothing more; with d_mem measured on training noise, the D_mem row is generated for the grid alone."""
+    from memcontrol.train import job as train_job
+
+    generated, real = [], train_job.generate
+    monkeypatch.setattr(train_job, "generate", lambda pipe, prompts, **kw: generated.append(list(prompts)) or real(pipe, prompts, **kw))
+    out = tmp_path / "search"
+    assert _search(tiny_search_config, out, "--n_trials", "1") == 0
+    samples = out / "trials" / "memcontrol-svdiff" / "0000" / "samples"
+    shown = json.loads((samples / "prompts.json").read_text())
+    dmem = [e["text"] for e in json.loads((out / "search_data.json").read_text())["dmem"]]
+    assert generated == [] and shown["prompts"][: len(dmem)] == dmem and (samples / "grid.png").is_file()
+    assert shown["seeds"][: len(dmem)] == list(range(len(dmem)))  # image i of each row from seed + i
+
+    assert _search(tiny_search_config, tmp_path / "noise", "--n_trials", "1", "--dmem_mode", "training-noise") == 0
+    assert generated == [dmem]

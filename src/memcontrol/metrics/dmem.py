@@ -17,7 +17,7 @@ Both run the conditional and unconditional inputs in one batch, as classifier-fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from memcontrol.data.imagefolder import Example, load_images
 from memcontrol.errors import UserError
+from memcontrol.sampling import decode
 from memcontrol.train.cache import LatentCache
 
 DMEM_MODES = ("trajectory", "training-noise")
@@ -77,21 +78,27 @@ def dmem_trajectory(
     batch_size: int = 16,
     resolution: int | None = None,
     progress: bool = True,
+    on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """d_mem of each prompt (P,), averaged over the DDIM steps and ``samples_per_prompt`` starting noises.
 
     Sample j of prompt i starts from the noise that ``generate(pipe, prompts repeated, seed=seed)``
-    draws for image i * samples_per_prompt + j, so batching does not change the values.
+    draws for image i * samples_per_prompt + j, so batching does not change the values. ``on_images``, when
+    given, receives each batch's images in that order: the trajectories' ends, which are ``generate``'s images.
     """
     expanded = [p for p in prompts for _ in range(samples_per_prompt)]
-    values = [
-        _trajectory(pipe, expanded[b], range(seed + b.start, seed + b.stop), num_inference_steps, guidance_scale, resolution)
-        for b in _batches(len(expanded), batch_size, "d_mem", progress)
-    ]
+    values = []
+    for b in _batches(len(expanded), batch_size, "d_mem", progress):
+        seeds = range(seed + b.start, seed + b.stop)
+        value, latents = _trajectory(pipe, expanded[b], seeds, num_inference_steps, guidance_scale, resolution)
+        values.append(value)
+        if on_images is not None:
+            on_images(decode(pipe, latents))
     return torch.cat(values).view(len(prompts), samples_per_prompt).mean(1) if values else torch.empty(0)
 
 
-def _trajectory(pipe, prompts, seeds, num_inference_steps, guidance_scale, resolution) -> torch.Tensor:
+def _trajectory(pipe, prompts, seeds, num_inference_steps, guidance_scale, resolution) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt's d_mem on the CPU, and the final latents."""
     device = pipe._execution_device
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(num_inference_steps, device=device)
@@ -107,7 +114,7 @@ def _trajectory(pipe, prompts, seeds, num_inference_steps, guidance_scale, resol
         # As diffusers does: guidance at or below 1 means the conditional prediction alone.
         guided = out_uncond + guidance_scale * (out_cond - out_uncond) if guidance_scale > 1 else out_cond
         latents = scheduler.step(guided, t, latents, return_dict=False)[0]
-    return (total / len(scheduler.timesteps)).cpu()
+    return (total / len(scheduler.timesteps)).cpu(), latents
 
 
 @torch.no_grad()
@@ -161,11 +168,18 @@ def dmem_scores(
     guidance_scale: float = 7.5,
     samples_per_prompt: int = 1,
     progress: bool = True,
+    on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """d_mem of each example (P,): of its caption in ``trajectory`` mode, of its caption and image in ``training-noise`` mode."""
+    """d_mem of each example (P,): of its caption in ``trajectory`` mode, of its caption and image in ``training-noise`` mode.
+
+    ``on_images``: see ``dmem_trajectory``; the training-noise mode generates no images and never calls it.
+    """
     prompts = [e.text for e in examples]
     if mode == "trajectory":
-        settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, samples_per_prompt=samples_per_prompt)
+        settings = dict(
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, samples_per_prompt=samples_per_prompt,
+            on_images=on_images,
+        )
         return dmem_trajectory(pipe, prompts, seed=seed, batch_size=batch_size, resolution=resolution, progress=progress, **settings)
     if mode == "training-noise":
         resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor

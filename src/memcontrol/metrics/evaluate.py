@@ -113,16 +113,20 @@ def evaluate_model(
 
 
 def score_samples(
-    pipe, test: list[Example], resolution: int, s: EvalSettings, extractor, judge, class_of, clip, progress: bool
+    pipe, test: list[Example], resolution: int, s: EvalSettings, extractor, judge, class_of, clip, progress: bool,
+    on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, float | None, float | None]:
     """Generate from the test captions a chunk at a time: the samples' features, alignment and CLIP score.
 
-    ``judge`` (see ``alignment_judge``) and ``class_of``, and ``clip`` (see ``load_clip``), may be None.
+    ``judge`` (see ``alignment_judge``) and ``class_of``, and ``clip`` (see ``load_clip``), may be None;
+    ``on_images``, when given, receives each chunk's images, in the captions' order (image i from seed s.seed + i).
     """
     features, alignment, clip_scores = [], [], []
     for start in tqdm(range(0, len(test), CHUNK), desc="evaluate", disable=not progress, leave=False):
         captions = [e.text for e in test[start : start + CHUNK]]
         images = generate(pipe, captions, seed=s.seed + start, resolution=resolution, progress=False, **s.sampling())
+        if on_images is not None:
+            on_images(images)
         features.append(extractor(images, s.feature_batch_size))
         if judge is not None:
             alignment.append((class_alignment(judge, images, captions, class_of), sum(class_of(c) is not None for c in captions)))
@@ -192,11 +196,14 @@ def extraction_metrics(
     return metrics, run.features
 
 
-def dmem_metrics(pipe, examples: list[Example], resolution: int, s: EvalSettings, progress: bool) -> dict:
-    """d_mem of each of ``examples``, their mean and maximum."""
+def dmem_metrics(
+    pipe, examples: list[Example], resolution: int, s: EvalSettings, progress: bool,
+    on_images: Callable[[torch.Tensor], None] | None = None,
+) -> dict:
+    """d_mem of each of ``examples``, their mean and maximum (``on_images``: see ``dmem_trajectory``)."""
     dmem = dmem_scores(
         pipe, examples, mode=s.dmem_mode, resolution=resolution, seed=s.seed, samples_per_prompt=s.dmem_samples_per_prompt,
-        progress=progress, **s.sampling(),
+        progress=progress, on_images=on_images, **s.sampling(),
     )
     return {**dmem_summary(dmem), "dmem": dmem.tolist()}
 

@@ -50,6 +50,13 @@ def generate(
     return torch.cat(out) if out else torch.empty(0)
 
 
+@torch.no_grad()
+def decode(pipe: StableDiffusionPipeline, latents: torch.Tensor) -> torch.Tensor:
+    """Final latents -> images (N, 3, H, W) in [0, 1] on the CPU, decoded as the pipeline decodes ``generate``'s."""
+    images = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images, output_type="pt").float().cpu()
+
+
 def to_pil(images: torch.Tensor, upscale: int = 1) -> list[Image.Image]:
     """[0, 1] tensors -> PIL images, optionally enlarged (nearest) so tiny images can be looked at."""
     arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)

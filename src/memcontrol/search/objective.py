@@ -34,7 +34,7 @@ from memcontrol.search.objectives import Objective, TrialMetrics
 from memcontrol.search.space import Proposal, SearchSpace
 from memcontrol.search.study import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
 from memcontrol.train.engine import NonFiniteLoss, fine_tune
-from memcontrol.train.job import build_training_set, merge_for_sampling, sample_grid, train_summary
+from memcontrol.train.job import SAMPLE_PROMPTS, build_training_set, merge_for_sampling, sample_grid, train_summary
 
 if TYPE_CHECKING:
     from memcontrol.search.job import JobConfig
@@ -112,12 +112,15 @@ class InnerLoop:
         )
         result = fine_tune(pipe, method, mask, self.training_set, train, self.accelerator, progress=False)
         merge_for_sampling(pipe, method, job.model.mixed_precision)
-        metrics = self.metrics(pipe, output_dir)
+        metrics, shown = self.metrics(pipe, output_dir, keep=SAMPLE_PROMPTS)
         bad = [name for name, value in metrics.items() if not math.isfinite(value)]
         if bad:
             raise ArithmeticError(f"{bad[0]} is {metrics[bad[0]]}")
-        sampling = {"guidance_scale": self.settings.guidance_scale, "num_inference_steps": self.settings.num_inference_steps}
-        sample_grid(pipe, self.data, self.resolution, sampling, job.sample.sample_batch_size, job.train.seed, output_dir, False)
+        # The grid shows the metrics' own samples where they made them: the same images, not generated twice.
+        s = self.settings
+        sampling = {"guidance_scale": s.guidance_scale, "num_inference_steps": s.num_inference_steps}
+        batch_size = job.sample.sample_batch_size
+        sample_grid(pipe, self.data, self.resolution, sampling, batch_size, s.seed, output_dir, False, made=shown)
         return {"metrics": metrics, "trainable_fraction": result.trainable_fraction, "train": train_summary(result)}
 
 

@@ -100,12 +100,20 @@ class TrialMetrics:
     def _features(self, examples: list[Example]) -> torch.Tensor:
         return features_of_examples(self.extractor, examples, self.resolution, batch_size=self.settings.feature_batch_size, progress=False)
 
-    def __call__(self, pipe: StableDiffusionPipeline, output_dir: Path) -> dict[str, float]:
-        """The objectives' values; ``output_dir`` receives the extraction attack's figure when it runs."""
+    def __call__(
+        self, pipe: StableDiffusionPipeline, output_dir: Path, keep: int = 0
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """The objectives' values, and the first ``keep`` images that measuring them generated anyway, by group: "validation"
+        (FID's samples) and "dmem" (the ends of d_mem's trajectories, one per prompt), image i from seed + i.
+
+        ``output_dir`` receives the extraction attack's figure when it runs.
+        """
         s, values = self.settings, {}
+        sinks = {"validation": FirstImages(keep), "dmem": FirstImages(keep if s.dmem_samples_per_prompt == 1 else 0)}
         if "samples" in self.needs:
             generated, alignment, clip = score_samples(
-                pipe, self.validation, self.resolution, s, self.extractor, self.judge, self.class_of, self.clip, False
+                pipe, self.validation, self.resolution, s, self.extractor, self.judge, self.class_of, self.clip, False,
+                on_images=sinks["validation"].sink,
             )
             values.update(alignment=alignment, clip_score=clip)
             if self.real is not None:
@@ -113,7 +121,25 @@ class TrialMetrics:
             if self.training is not None:
                 values["amd"] = amd(generated, self.training)
         if "dmem" in self.needs:
-            values.update(dmem_metrics(pipe, self.dmem, self.resolution, s, False))
+            values.update(dmem_metrics(pipe, self.dmem, self.resolution, s, False, on_images=sinks["dmem"].sink))
         if "extraction" in self.needs:
             values.update(extraction_metrics(pipe, self.dmem, self.resolution, s, output_dir, None, False)[0])
-        return {name: values[name] for name in OBJECTIVES if name in values and values[name] is not None}
+        shown = {name: sink.images for name, sink in sinks.items() if sink.images is not None}
+        return {name: values[name] for name in OBJECTIVES if name in values and values[name] is not None}, shown
+
+
+class FirstImages:
+    """Keeps the first ``count`` images of those generated in batches; ``sink`` is None when it keeps none."""
+
+    def __init__(self, count: int):
+        self.count, self.parts = count, []
+        self.sink = self._take if count > 0 else None
+
+    def _take(self, images: torch.Tensor) -> None:
+        missing = self.count - sum(len(part) for part in self.parts)
+        if missing > 0:
+            self.parts.append(images[:missing])
+
+    @property
+    def images(self) -> torch.Tensor | None:
+        return torch.cat(self.parts) if self.parts else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from diffusers import StableDiffusionPipeline
 
@@ -100,12 +101,21 @@ def merge_for_sampling(pipe: StableDiffusionPipeline, method: PeftMethod, mixed_
 
 def sample_grid(
     pipe: StableDiffusionPipeline, data: PreparedData, resolution: int, settings: dict, batch_size: int, seed: int,
-    output_dir: Path, progress: bool,
+    output_dir: Path, progress: bool, made: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Samples for D_mem captions (memorization shows here) and for validation captions (quality)."""
-    prompts = [e.text for e in data.dmem[:SAMPLE_PROMPTS]] + [e.text for e in data.splits["validation"][:SAMPLE_PROMPTS]]
-    if not prompts:
+    """Samples for D_mem captions (memorization shows here) and for validation captions (quality), image i of each
+    group from seed + i; ``made``: a group's images already generated so (by "dmem" or "validation"), not made again."""
+    groups = {"dmem": data.dmem, "validation": data.splits["validation"]}
+    groups = {name: [e.text for e in examples[:SAMPLE_PROMPTS]] for name, examples in groups.items() if examples}
+    if not groups:
         return
-    images = generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=batch_size, progress=progress, **settings)
-    save_images(images, output_dir / "samples", columns=SAMPLE_PROMPTS)
-    write_json(output_dir / "samples" / "prompts.json", {"prompts": prompts, "seed": seed, **settings})
+    made = made or {}
+    images = [
+        made[name] if name in made and len(made[name]) == len(prompts)
+        else generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=batch_size, progress=progress, **settings)
+        for name, prompts in groups.items()
+    ]
+    save_images(torch.cat(images), output_dir / "samples", columns=SAMPLE_PROMPTS)
+    prompts = [p for group in groups.values() for p in group]
+    seeds = [seed + i for group in groups.values() for i in range(len(group))]
+    write_json(output_dir / "samples" / "prompts.json", {"prompts": prompts, "seeds": seeds, **settings})
