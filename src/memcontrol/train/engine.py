@@ -89,11 +89,11 @@ def fine_tune(
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
     params = method.apply(unet, mask)
     result = TrainResult(sum(p.numel() for p in params), total)
-    cast_frozen(unet, params, WEIGHT_DTYPES[accelerator.mixed_precision])
     if not params or cfg.max_train_steps == 0:
         return result
     if cfg.train_batch_size < 1:
         raise UserError(f"--train_batch_size must be at least 1, got {cfg.train_batch_size}")
+    cast_frozen(unet, params, WEIGHT_DTYPES[accelerator.mixed_precision])
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
