@@ -32,6 +32,7 @@ from memcontrol.metrics.fid import fid
 from memcontrol.sampling.generate import generate
 
 CHUNK = 256  # generated images held at once
+EVAL_SPLITS = ("test", "validation")
 EXTRACTION_FIGURE = "extraction.png"
 CLOSEST_DIR = "closest"  # each attacked prompt's generation nearest its training image
 
@@ -39,6 +40,10 @@ CLOSEST_DIR = "closest"  # each attacked prompt's generation nearest its trainin
 @dataclass
 class EvalSettings:
     seed: int = opt(0, "seed of the evaluation's samples (image i uses seed + i)")
+    eval_split: str = opt(
+        "test", "split whose prompts and real images measure FID, AMD and alignment: test (the held-out evaluation), or "
+        "validation to tune options such as the learning rate without looking at the test split", choices=EVAL_SPLITS,
+    )
     num_inference_steps: int | None = opt(None, "DDIM steps; default: the base model's recommendation")
     guidance_scale: float | None = opt(None, "classifier-free guidance; default: the base model's recommendation")
     batch_size: int = opt(16, "images per generation (and d_mem) forward pass")
