@@ -24,11 +24,19 @@ def test_normalise_to_the_unit_range_and_constant_columns_to_zero():
     assert scaled.tolist() == [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]]
 
 
-@pytest.mark.parametrize("rule, expected", [("mean", 1), ("chebyshev", 2), ("ideal", 2)])
+@pytest.mark.parametrize("rule, expected", [("mean", 1), ("normalized_mean", 1), ("chebyshev", 2), ("ideal", 2)])
 def test_pick_rules_choose_on_the_front(rule, expected):
-    # The dominated point (0.6, 0.6) would win every rule if it were on the front.
     points = np.array([[0.0, 1.0], [0.1, 0.85], [0.5, 0.5], [1.0, 0.0], [0.6, 0.6]])
     assert pick(points, rule) == expected
+
+
+def test_mean_is_the_papers_mean_of_the_raw_values_and_normalized_mean_weighs_each_objective_alike():
+    # FID in the hundreds beside d_mem near 1: the raw mean is FID's choice, the normalised one a compromise.
+    fid_dmem = np.array([[100.0, 1.0], [150.0, 0.1], [300.0, 0.0]])
+    assert pick(fid_dmem, "mean") == 0 and pick(fid_dmem, "normalized_mean") == 1
+    # A maximised objective enters negated: the raw mean then trades one unit of it for one unit of the other.
+    fid_alignment = np.array([[10.0, 0.0], [12.0, -5.0], [20.0, -9.0]])
+    assert pick(fid_alignment, "mean") == 1  # (10 - 0) / 2, (12 - 5) / 2, (20 - 9) / 2
 
 
 def test_hypervolume_known_answers():

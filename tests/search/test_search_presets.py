@@ -62,3 +62,28 @@ def test_every_choice_of_the_flags_is_implemented():
     assert set(PICK_RULES) == set(PICK_RULE_NAMES) == set(PICK_RULE_CHOICES) and set(CROSSOVERS) == set(CROSSOVER_CHOICES)
     for sampler in SAMPLER_CHOICES:
         make_sampler(SearchConfig(sampler=sampler), seed=0)
+
+
+def test_a_run_folder_of_the_builtin_default_made_before_normalized_mean_had_its_name_resumes(tmp_path, capsys):
+    """Until normalized_mean had its name, run.json recorded the built-in default's normalised mean as "mean"."""
+    import json
+
+    from memcontrol.search.job import OPERATIONAL
+
+    options = {k: v for k, v in JobConfig.from_args(argparse.Namespace()).options().items() if k not in OPERATIONAL}
+    assert options["search.pick_rule"] == "normalized_mean"
+    stages = [{"stage": s, "seconds": 1.0} for s in ("search", "train", "evaluate", "report")]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"options": {**options, "search.pick_rule": "mean"}, "stages": stages}))
+    assert main(["run", "--output_dir", str(old)]) == 0
+    assert capsys.readouterr().out.count("done before, skipped") == 4
+    # Its mask was not picked by the paper's mean, nor is a new run's by the normalised mean: each refuses the other.
+    assert main(["run", "--output_dir", str(old), "--pick_rule", "mean"]) == 2
+    assert 'search.pick_rule="normalized_mean", not "mean"' in capsys.readouterr().err
+    new = tmp_path / "new"
+    new.mkdir()
+    recorded = {"version": 2, "options": {**options, "search.pick_rule": "mean"}, "stages": stages}
+    (new / "run.json").write_text(json.dumps(recorded))
+    assert main(["run", "--output_dir", str(new)]) == 2
+    assert 'search.pick_rule="mean", not "normalized_mean"' in capsys.readouterr().err

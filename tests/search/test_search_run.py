@@ -42,10 +42,11 @@ def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_con
     study = optuna.load_study(study_name="memcontrol-svdiff", storage=f"sqlite:///{out / 'study.db'}")
     assert study.user_attrs["setup"]["data"]["dmem"] == data["dmem"]  # D_mem is recorded with the study
 
-    # Again: the study holds its trials, so nothing is trained again.
+    # Again: the study holds its trials, so nothing is trained again; another pick rule only picks again.
     record = (trial_dir / "trial.json").read_text()
-    assert _search(tiny_search_config, out, "--baselines", "full@1e-3") == 0
+    assert _search(tiny_search_config, out, "--baselines", "full@1e-3", "--pick_rule", "mean") == 0
     assert len(_rows(out)) == 3 and (trial_dir / "trial.json").read_text() == record
+    assert json.loads((out / "pareto.json").read_text())["pick_rule"] == "mean"
 
     # A proposal tried already is skipped, uncounted, rather than trained again: the inner loop is seeded.
     study.enqueue_trial(study.trials[0].params)
