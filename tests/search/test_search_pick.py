@@ -4,7 +4,7 @@ import numpy as np
 import optuna
 import pytest
 
-from memcontrol.search.pick import hypervolume, hypervolume_history, normalise, pareto_mask, pick
+from memcontrol.search.pick import PICK_RULES, hypervolume, hypervolume_history, normalise, pareto_mask, pick
 
 
 def test_the_front_is_optunas_best_trials():
@@ -37,6 +37,22 @@ def test_mean_is_the_papers_mean_of_the_raw_values_and_normalized_mean_weighs_ea
     # A maximised objective enters negated: the raw mean then trades one unit of it for one unit of the other.
     fid_alignment = np.array([[10.0, 0.0], [12.0, -5.0], [20.0, -9.0]])
     assert pick(fid_alignment, "mean") == 1  # (10 - 0) / 2, (12 - 5) / 2, (20 - 9) / 2
+
+
+def test_a_dominated_point_tying_on_the_worst_objective_is_not_picked():
+    """The Pareto filter matters for chebyshev: the maximum sees only the worst objective, so the dominated
+    (0.3, 0.5) ties (0.0, 0.5), which is better in the other objective, and without the filter wins by coming first.
+
+    The other rules (mean, normalized_mean, ideal) increase strictly with each objective: a dominated point always
+    scores worse than the point dominating it, so their lowest score is on the front with or without the filter.
+    """
+    points = np.array([[0.3, 0.5], [0.0, 0.5], [1.0, 0.0], [0.5, 1.0]])  # each column spans [0, 1]: z == points
+    assert pareto_mask(points).tolist() == [False, True, True, False]
+    assert pick(points, "chebyshev") == 1
+    rng = np.random.default_rng(0)
+    for points in rng.integers(0, 5, size=(200, 12, 3)).astype(float):  # a coarse grid: many ties
+        for rule in ("mean", "normalized_mean", "ideal"):
+            assert pareto_mask(points)[np.argmin(PICK_RULES[rule](points, normalise(points)))], rule
 
 
 def test_hypervolume_known_answers():

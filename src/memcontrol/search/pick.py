@@ -50,7 +50,12 @@ def normalise(points: np.ndarray, reference: np.ndarray | None = None) -> np.nda
 
 
 def pick(points: np.ndarray, rule: str = "normalized_mean") -> int:
-    """Row of ``points`` chosen on their Pareto front by ``rule`` (normalised over all the points)."""
+    """Row of ``points`` chosen on their Pareto front by ``rule`` (normalised over all the points).
+
+    The front matters for ``chebyshev`` only: a maximum ignores all but the worst objective, so a dominated point can
+    tie the point that dominates it. The other rules increase strictly with each objective, so (up to rounding) a
+    dominated point scores worse than the point dominating it, and their lowest score lies on the front anyway.
+    """
     points = np.asarray(points, dtype=float)
     scores = PICK_RULES[rule](points, normalise(points))
     scores[~pareto_mask(points)] = np.inf
