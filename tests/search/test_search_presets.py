@@ -64,6 +64,26 @@ def test_every_choice_of_the_flags_is_implemented():
         make_sampler(SearchConfig(sampler=sampler), seed=0)
 
 
+@pytest.mark.parametrize("name, warns", [("cpu", False), ("benchmark-cpu", False), ("paper-sd15", True)])
+def test_a_preset_warns_where_nsga2_would_be_random_search(name, warns, recwarn):
+    from memcontrol.search.study import RandomSearchWarning, warn_if_random_search
+
+    warn_if_random_search(_preset(name).search)  # paper-sd15: the authors' 20 trials with a population of 50
+    assert [w.category for w in recwarn] == ([RandomSearchWarning] if warns else [])
+
+
+def test_nsga2_warns_below_twice_its_population_and_other_samplers_never(recwarn):
+    from memcontrol.config import SearchConfig
+    from memcontrol.search.study import RandomSearchWarning, warn_if_random_search
+
+    with pytest.warns(RandomSearchWarning, match="10 of the 19 trials are its random first generation"):
+        warn_if_random_search(SearchConfig(n_trials=19, population_size=10))
+    recwarn.clear()
+    warn_if_random_search(SearchConfig(n_trials=20, population_size=10))  # a whole bred generation
+    warn_if_random_search(SearchConfig(n_trials=5, population_size=10, sampler="tpe"))
+    assert not recwarn
+
+
 def test_a_run_folder_of_the_builtin_default_made_before_normalized_mean_had_its_name_resumes(tmp_path, capsys):
     """Until normalized_mean had its name, run.json recorded the built-in default's normalised mean as "mean"."""
     import json
