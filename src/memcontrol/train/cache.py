@@ -24,7 +24,7 @@ class LatentCache:
 
     @classmethod
     @torch.no_grad()
-    def encode(cls, vae, batches: Iterable[torch.Tensor], total: int | None = None, progress: bool = True) -> "LatentCache":
+    def encode(cls, vae, batches: Iterable[torch.Tensor], total: int | None = None, progress: bool = True) -> LatentCache:
         means, stds = [], []
         for images in tqdm(batches, total=total, desc="encode images", disable=not progress, leave=False):
             posterior = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
@@ -43,7 +43,7 @@ class LatentCache:
         noise = torch.randn(mean.shape, generator=generator)
         return (mean + self.std[index] * noise) * self.scaling_factor
 
-    def posterior_means(self) -> "LatentCache":
+    def posterior_means(self) -> LatentCache:
         """The same images with deterministic latents (the posterior means)."""
         return LatentCache(self.mean, None, self.scaling_factor)
 
@@ -71,7 +71,7 @@ class CaptionEmbeddings:
         size = len(self.texts) * tokenizer.model_max_length * hidden * text_encoder.dtype.itemsize
         self.cache = self._encode_all(progress) if size <= EMBEDDING_CACHE_BYTES else None
 
-    def derive(self, captions: Sequence[str], extra: Iterable[str] = ()) -> "CaptionEmbeddings":
+    def derive(self, captions: Sequence[str], extra: Iterable[str] = ()) -> CaptionEmbeddings:
         """Embeddings of other captions (one per example, as in the constructor) with the same text encoder."""
         return CaptionEmbeddings(self.tokenizer, self.text_encoder, captions, self.progress, extra)
 
