@@ -41,7 +41,8 @@ def test_audit_takes_any_diffusers_folder(tiny_model_dir, tiny_data_dir, tmp_pat
         resolution=native_resolution(pipe), progress=False,
     )
     assert metrics["dmem"] == pytest.approx(expected.tolist(), rel=1e-5)
-    assert (metrics["dmem_mean"], metrics["dmem_max"]) == pytest.approx((float(expected.mean()), float(expected.max())), rel=1e-5)
+    summary = (float(expected.mean()), float(expected.max()))
+    assert (metrics["dmem_mean"], metrics["dmem_max"]) == pytest.approx(summary, rel=1e-5)
 
 
 def test_unknown_feature_extractor_is_exit_status_2(tiny_model_dir, tmp_path, capsys):
