@@ -20,7 +20,12 @@ class LatentCache:
     """The VAE posterior of every training image: a fresh latent sample is drawn at each step."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor | None, scaling_factor: float):
-        self.mean, self.std, self.scaling_factor = mean, std, scaling_factor
+        # In the standard memory format: a VAE's CPU convolutions return channels-last strides, which would
+        # carry into the U-Net, and torch 2.13's CPU GroupNorm backward crashes (SIGSEGV) on channels-last
+        # input that needs no gradient while the norm's weight trains (SV-DIFF, DiffFit).
+        self.mean = mean.contiguous()
+        self.std = None if std is None else std.contiguous()
+        self.scaling_factor = scaling_factor
 
     @classmethod
     @torch.no_grad()
