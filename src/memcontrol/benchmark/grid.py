@@ -42,7 +42,7 @@ class BenchmarkConfig:
     mitigations: str = opt("none,rwa,threshold", "mitigations, comma-separated, each with its options (--rwa_probability, --threshold_quantile ...)")
     seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
     mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
-    figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure")
+    figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure", min=1)
 
 
 @dataclass(frozen=True)
