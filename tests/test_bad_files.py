@@ -30,7 +30,8 @@ def _png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def test_huge_image_names_the_file_and_the_limit(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
@@ -51,8 +52,8 @@ def test_file_name_outside_the_data_folder_is_refused(file_name, capsys, tiny_mo
     metadata.write_text("\n".join(rows) + "\n")
     code, message = _train(capsys, tiny_model_dir, tiny_data_dir, tmp_path / "out")
     assert code == 2
-    assert message == (f"memcontrol train: error: {metadata} line 2: field 'file_name' {file_name!r} must be a relative "
-                       f"path inside {tiny_data_dir}")
+    expected = f"{metadata} line 2: field 'file_name' {file_name!r} must be a relative path inside {tiny_data_dir}"
+    assert message == f"memcontrol train: error: {expected}"
 
 
 def test_file_name_that_climbs_back_inside_is_read(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
@@ -87,4 +88,5 @@ def test_reloading_an_svdiff_model_shows_its_svds(capsys, svdiff_model_dir, tmp_
 def test_audit_of_a_missing_model_names_model_dir(capsys, tmp_path):
     code, message = _run(capsys, "audit", "--model_dir", str(tmp_path / "nowhere"), "--device", "cpu",
                          "--output_dir", str(tmp_path / "audit"))
-    assert code == 2 and message.startswith(f"memcontrol audit: error: --model_dir {tmp_path / 'nowhere'}: expected a diffusers")
+    assert code == 2
+    assert message.startswith(f"memcontrol audit: error: --model_dir {tmp_path / 'nowhere'}: expected a diffusers")

@@ -41,11 +41,13 @@ def test_out_of_bounds_flag_is_one_line_naming_it(argv, capsys, tmp_path):
 def test_out_of_bounds_yaml_value_names_the_file_and_option(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("max_train_steps: -5\nlearning_rate: .nan\n")
-    code, err = _run(capsys, "train", "--config", str(config), "--learning_rate", "1e-4", "--output_dir", str(tmp_path / "out"))
-    assert code == 2 and err == f"memcontrol train: error: --config {config}: option 'max_train_steps': expected at least 0, got -5"
+    out = ["--output_dir", str(tmp_path / "out")]
+    code, err = _run(capsys, "train", "--config", str(config), "--learning_rate", "1e-4", *out)  # the flag wins: no nan
+    assert code == 2
+    assert err == f"memcontrol train: error: --config {config}: option 'max_train_steps': expected at least 0, got -5"
 
     config.write_text("learning_rate: .nan\n")
-    code, err = _run(capsys, "train", "--config", str(config), "--output_dir", str(tmp_path / "out"))
+    code, err = _run(capsys, "train", "--config", str(config), *out)
     assert code == 2 and err.endswith(f"--config {config}: option 'learning_rate': expected a finite number, got nan")
 
 
@@ -59,12 +61,12 @@ def _config_classes() -> list[type]:
 
 def test_every_numeric_option_declares_its_bounds():
     """A new count or rate must say what it accepts (``min``, ``above`` or ``max`` in its ``opt``)."""
-    unbounded = [
-        f"{cls.__name__}.{f.name}"
-        for cls in _config_classes()
-        for f in dataclasses.fields(cls)
-        if _base_type(typing.get_type_hints(cls)[f.name]) in (int, float) and not {"min", "above", "max"} & set(f.metadata)
+    numeric = [
+        (cls, f) for cls in _config_classes() for f in dataclasses.fields(cls)
+        if _base_type(typing.get_type_hints(cls)[f.name]) in (int, float)
     ]
+    assert len(numeric) > 50
+    unbounded = [f"{cls.__name__}.{f.name}" for cls, f in numeric if not {"min", "above", "max"} & set(f.metadata)]
     assert unbounded == []
 
 

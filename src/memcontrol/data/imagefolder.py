@@ -141,8 +141,8 @@ def load_image(path: str | os.PathLike, resolution: int) -> torch.Tensor:
     except (OSError, ValueError) as e:
         raise UserError(f"image {path}: cannot be read ({e})") from None
     except Image.DecompressionBombError:  # PIL's guard against images that would exhaust memory when decoded
-        limit = 2 * Image.MAX_IMAGE_PIXELS
-        raise UserError(f"image {path}: larger than {limit:,} pixels, PIL's decompression-bomb limit; resize it") from None
+        limit = f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+        raise UserError(f"image {path}: larger than {limit}, PIL's decompression-bomb limit; resize it") from None
     image = center_crop(resize_shorter_side(image, resolution), resolution)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -55,7 +55,11 @@ def read_manifest(model_dir: str | Path) -> dict:
 
 
 def load_trained(
-    model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, progress: bool = True
+    model_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
 ) -> tuple[StableDiffusionPipeline, dict]:
     """Rebuild the fine-tuned pipeline: load the base, adapt it with the saved method, options and mask,
     load the trained part, and merge it into plain U-Net weights (sampling then costs what the base does).
