@@ -86,7 +86,7 @@ def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path
 def _audited_model_dir(model_dir: str) -> str:
     """``--model_dir`` of `audit`, checked here so that the error names that flag, not the base model's."""
     path = Path(model_dir)
-    if not (path / MANIFEST_FILE).is_file() and not (path / "model_index.json").is_file():
+    if model_dir != "builtin" and not (path / MANIFEST_FILE).is_file() and not (path / "model_index.json").is_file():
         raise UserError(
             f"--model_dir {model_dir}: expected a diffusers folder (with model_index.json) or the output folder of"
             f" `memcontrol train` (with {MANIFEST_FILE})"
