@@ -107,6 +107,14 @@ class TrainConfig:
     caption_variants: str | None = opt(
         None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"
     )
+    checkpointing_steps: int | None = opt(
+        None, "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
+        "`memcontrol run` and benchmark cells resume from the latest by themselves"
+    )
+    checkpoints_total_limit: int | None = opt(None, "keep only the newest N checkpoints; default: all")
+    resume_from_checkpoint: str | None = opt(
+        None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) or its folder"
+    )
 
 
 @dataclass
