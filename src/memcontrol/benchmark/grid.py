@@ -24,7 +24,7 @@ from memcontrol.peft import method_names
 from memcontrol.peft.mask_file import SearchedMask
 from memcontrol.pipeline.stages import Stage, run_stages
 from memcontrol.search.job import OPERATIONAL, JobConfig
-from memcontrol.train.job import run_train
+from memcontrol.train.job import resumed, run_train
 
 MEMCONTROL = "memcontrol"  # the row of the searched method, mask and learning rate
 CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model", "evaluation"
@@ -137,7 +137,8 @@ def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> Non
 
 def _train(job: JobConfig, directory: Path, progress: bool) -> None:
     """fine-tune the cell's method with its mitigation"""
-    run_train(job.model, job.data, job.train, job.sample, directory / MODEL_DIR, progress=progress)
+    train = dataclasses.replace(job.train, resume_from_checkpoint=resumed(job.train))
+    run_train(job.model, job.data, train, job.sample, directory / MODEL_DIR, progress=progress)
 
 
 def _evaluate(job: JobConfig, directory: Path, progress: bool) -> None:

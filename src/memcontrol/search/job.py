@@ -46,6 +46,7 @@ BASELINES_DIR = "baselines"
 OPERATIONAL = {
     "model.device", "data.dataloader_num_workers", "sample.sample_batch_size", "evaluation.batch_size",
     "evaluation.feature_batch_size", "search.storage", "search.heartbeat_interval", "search.grace_period", "search.max_retry",
+    "train.checkpointing_steps", "train.checkpoints_total_limit", "train.resume_from_checkpoint",
 }
 # Options that steer the search but not what one trial yields: a study may go on under other values.
 STEERING = {

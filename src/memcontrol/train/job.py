@@ -84,6 +84,12 @@ def run_train(
     return summary
 
 
+def resumed(train_cfg: TrainConfig) -> str | None:
+    """What a stage that was interrupted resumes from: --resume_from_checkpoint if given, else the latest checkpoint
+    of its folder when it saves any (a stage run for the first time finds none and starts from step 0)."""
+    return train_cfg.resume_from_checkpoint or ("latest" if train_cfg.checkpointing_steps else None)
+
+
 def run_checkpoints(
     output_dir: Path, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, mask: Mask, accelerator: Accelerator
 ) -> Checkpoints | None:
