@@ -113,7 +113,8 @@ class TrainConfig:
     )
     checkpoints_total_limit: int | None = opt(None, "keep only the newest N checkpoints; default: all")
     resume_from_checkpoint: str | None = opt(
-        None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) or its folder"
+        None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
+        "or its folder"
     )
 
 

@@ -21,9 +21,10 @@ def _train_argv(model_dir, data_dir, out, *extra):
     """A run that draws from the generator in every way the engine does: batches, posterior samples, noise,
     timesteps, caption dropout and the mitigation's noise; with warm-up and a cosine schedule."""
     return [
-        "train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir), "--device", "cpu",
-        "--validation_fraction", "0.2", "--test_fraction", "0.2", "--train_batch_size", "4", "--max_train_steps", "16",
-        "--lr_warmup_steps", "4", "--lr_scheduler", "cosine", "--latent_sampling", "sample", "--mitigation", "embedding_noise",
+        "train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
+        "--device", "cpu", "--validation_fraction", "0.2", "--test_fraction", "0.2",
+        "--train_batch_size", "4", "--max_train_steps", "16", "--lr_warmup_steps", "4", "--lr_scheduler", "cosine",
+        "--latent_sampling", "sample", "--mitigation", "embedding_noise",
         "--num_inference_steps", "2", "--guidance_scale", "1.5", "--output_dir", str(out), *extra,
     ]
 
@@ -81,24 +82,28 @@ def test_a_checkpoint_made_with_other_options_is_refused(tiny_model_dir, tiny_da
     out = tmp_path / "run"
     extra = ("--max_train_steps", "2", "--checkpointing_steps", "2")
     assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *extra)) == 0
-    for option, value in (("seed", "1"), ("train_batch_size", "2"), ("learning_rate", "1e-3"), ("max_train_steps", "3")):
+    resume = (*extra, "--resume_from_checkpoint", "latest")
+    other_options = (("seed", "1"), ("train_batch_size", "2"), ("learning_rate", "1e-3"), ("max_train_steps", "3"))
+    for option, value in other_options:
         capsys.readouterr()
-        assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *extra, "--resume_from_checkpoint", "latest", f"--{option}", value)) == 2
+        assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *resume, f"--{option}", value)) == 2
         err = capsys.readouterr().err
         assert f"made with {option}=" in err and len(err.strip().splitlines()) == 1, err
     # Options that change neither what a step computes nor its order may differ.
     assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *extra, "--resume_from_checkpoint", "checkpoint-2",
                             "--checkpoints_total_limit", "1", "--gradient_checkpointing")) == 0
-    assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, "--resume_from_checkpoint", str(tmp_path / "nowhere"))) == 2
+    nowhere = ("--resume_from_checkpoint", str(tmp_path / "nowhere"))
+    assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *nowhere)) == 2
     assert "--resume_from_checkpoint" in capsys.readouterr().err
 
 
 def test_memcontrol_run_resumes_an_interrupted_stage_2_from_its_latest_checkpoint(tiny_search_config, tmp_path, capsys):
     out = tmp_path / "run"
     (out / SEARCH_DIR).mkdir(parents=True)
-    (out / SEARCH_DIR / "best_mask.json").write_text(json.dumps({"method": "svdiff", "mask": None, "learning_rate": 1e-3}))
-    args = _parser().parse_args(["run", "--config", str(tiny_search_config), "--max_train_steps", "4", "--checkpointing_steps", "2"])
-    job = JobConfig.from_args(args)
+    best = {"method": "svdiff", "mask": None, "learning_rate": 1e-3}
+    (out / SEARCH_DIR / "best_mask.json").write_text(json.dumps(best))
+    flags = ["--config", str(tiny_search_config), "--max_train_steps", "4", "--checkpointing_steps", "2"]
+    job = JobConfig.from_args(_parser().parse_args(["run", *flags]))
     STAGES["train"](job, out, False)
     weights = load_file(str(out / MODEL_DIR / "trained.safetensors"))
     (out / MODEL_DIR / "trained.safetensors").unlink()  # as if killed after its last checkpoint

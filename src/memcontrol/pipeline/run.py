@@ -36,7 +36,8 @@ def _train(job: JobConfig, output_dir: Path, progress: bool) -> None:
     """fine-tune with the chosen mask on the full training split"""
     best = json.loads((output_dir / SEARCH_DIR / BEST_MASK).read_text())
     train = dataclasses.replace(
-        job.train, method=best["method"], mask=best["mask"], learning_rate=best["learning_rate"], resume_from_checkpoint=resumed(job.train)
+        job.train, method=best["method"], mask=best["mask"], learning_rate=best["learning_rate"],
+        resume_from_checkpoint=resumed(job.train),
     )
     run_train(job.model, job.data, train, job.sample, output_dir / MODEL_DIR, progress=progress)
 

@@ -67,7 +67,8 @@ def run_train(
     resolution = data_cfg.resolution or native_resolution(pipe)
     training_set = build_training_set(pipe, data.training, resolution, data_cfg.dataloader_num_workers, progress)
     result = fine_tune(
-        pipe, method, mask, training_set, train_cfg, accelerator, progress=progress, mitigation=mitigation, checkpoints=checkpoints
+        pipe, method, mask, training_set, train_cfg, accelerator,
+        progress=progress, mitigation=mitigation, checkpoints=checkpoints,
     )
     summary = train_summary(result)
     save_trained(output_dir, pipe, method, mask, {
@@ -91,13 +92,15 @@ def resumed(train_cfg: TrainConfig) -> str | None:
 
 
 def run_checkpoints(
-    output_dir: Path, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, mask: Mask, accelerator: Accelerator
+    output_dir: Path, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, mask: Mask,
+    accelerator: Accelerator,
 ) -> Checkpoints | None:
     """The run's checkpoints in ``output_dir/checkpoints``, recording the options (and the mask's bits, whatever
     named them) that a resumed run must share; None when it neither saves nor resumes any."""
     if not train_cfg.checkpointing_steps and train_cfg.resume_from_checkpoint is None:
         return None
-    options = {**as_dict(model_cfg, data_cfg, train_cfg), "mask": "".join(map(str, mask)), "num_processes": accelerator.num_processes}
+    options = {**as_dict(model_cfg, data_cfg, train_cfg), "mask": "".join(map(str, mask))}
+    options["num_processes"] = accelerator.num_processes
     defaults = {**as_dict(ModelConfig(), DataConfig(), TrainConfig()), "num_processes": 1}
     return Checkpoints(
         output_dir / CHECKPOINTS_DIR, train_cfg.checkpointing_steps, train_cfg.checkpoints_total_limit,

@@ -1,8 +1,8 @@
-"""Checkpoints of a fine-tuning run, to resume it mid-training (diffusers' --checkpointing_steps, --resume_from_checkpoint).
+"""Checkpoints to resume a fine-tuning run mid-training (diffusers' --checkpointing_steps, --resume_from_checkpoint).
 
     OUTPUT_DIR/checkpoints/checkpoint-STEP/
       trained.safetensors        the trainable weights, as the method saves them
-      optimizer.pt               optimizer, LR scheduler (and fp16 grad scaler) state; read with torch.load(weights_only=True)
+      optimizer.pt               optimizer, LR scheduler (and fp16 grad scaler) state, read with weights_only=True
       random_states.safetensors  the engine's generator state and the batch sampler's buffer
       state.json                 step, losses so far, the loss summed since the last read-out, counts, seconds,
                                  and the options the run was made with
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 CHECKPOINTS_DIR = "checkpoints"
 PREFIX = "checkpoint-"
-WEIGHTS, OPTIMIZER, RANDOM_STATES, STATE = "trained.safetensors", "optimizer.pt", "random_states.safetensors", "state.json"
+WEIGHTS, OPTIMIZER, STATE = "trained.safetensors", "optimizer.pt", "state.json"
+RANDOM_STATES = "random_states.safetensors"
 # Options that change neither what a step computes nor its order: a run may resume under other values.
 NOT_RECORDED = {
     "device", "dataloader_num_workers", "gradient_checkpointing", "checkpointing_steps", "checkpoints_total_limit",
@@ -61,7 +62,8 @@ class TrainingState:
 
 @dataclass
 class Progress:
-    """Where the loop stands after ``step`` steps: the loss summed over the ``counted`` steps since the last read-out."""
+    """Where the loop stands after ``step`` steps: the loss summed over the ``counted`` steps since the last read-out,
+    and the seconds spent."""
 
     step: int = 0
     running_loss: float | torch.Tensor = 0.0
@@ -84,7 +86,7 @@ class Checkpoints:
     total_limit: int | None
     resume: str | None
     options: dict[str, Any]  # what the run's results depend on (recorded_options)
-    defaults: dict[str, Any]  # their defaults: a checkpoint made before an option existed fits while it is at its default
+    defaults: dict[str, Any]  # their defaults: a checkpoint made before an option existed fits while it is at default
 
     def __post_init__(self):
         if self.every is not None and self.every < 0:
@@ -162,9 +164,10 @@ class Checkpoints:
             recorded = _read_state(folder)["options"]
             key = changed_option(recorded, self.options, self.defaults)
             if key is not None:
+                was, now = json.dumps(recorded.get(key)), json.dumps(self.options.get(key))
                 raise UserError(
-                    f"--resume_from_checkpoint {folder}: that checkpoint was made with {key}={json.dumps(recorded.get(key))}, "
-                    f"not {json.dumps(self.options.get(key))}: give the options it was made with, or another --output_dir"
+                    f"--resume_from_checkpoint {folder}: that checkpoint was made with {key}={was}, not {now}: "
+                    "give the options it was made with, or another --output_dir"
                 )
         return folder
 
@@ -185,7 +188,9 @@ class Checkpoints:
 
 def saved_checkpoints(directory: Path) -> list[Path]:
     """The complete checkpoints in ``directory``, oldest first (a save in progress has a hidden temporary name)."""
-    folders = [p for p in directory.glob(f"{PREFIX}*") if p.name.removeprefix(PREFIX).isdigit() and (p / STATE).is_file()]
+    folders = [
+        p for p in directory.glob(f"{PREFIX}*") if p.name.removeprefix(PREFIX).isdigit() and (p / STATE).is_file()
+    ]
     return sorted(folders, key=lambda p: int(p.name.removeprefix(PREFIX)))
 
 
@@ -197,5 +202,6 @@ def _read(path: Path, load):
     """``load(path)``; a missing or damaged file of a checkpoint is the user's to delete, not a traceback."""
     try:
         return load(path)
-    except Exception as e:  # safetensors, torch and json each raise their own kinds of errors on a damaged file
-        raise UserError(f"{path}: unreadable checkpoint file ({type(e).__name__}); delete that checkpoint folder") from None
+    except Exception as e:  # noqa: BLE001 (safetensors, torch and json each raise their own errors on a damaged file)
+        kind = type(e).__name__
+        raise UserError(f"{path}: unreadable checkpoint file ({kind}); delete that checkpoint folder") from None
