@@ -103,7 +103,8 @@ class Checkpoints:
         saved = _read_state(folder)
         device = str(state.accelerator.device)
         state.method.load_trained_state(state.unet, _read(folder / WEIGHTS, lambda p: load_file(str(p), device=device)))
-        optimizer = _read(folder / OPTIMIZER, lambda p: torch.load(p, map_location=device, weights_only=True))
+        # On the CPU: load_state_dict moves each tensor to its parameter's device, but AdamW's `step` must stay there.
+        optimizer = _read(folder / OPTIMIZER, lambda p: torch.load(p, map_location="cpu", weights_only=True))
         state.optimizer.load_state_dict(optimizer["optimizer"])
         state.lr_scheduler.load_state_dict(optimizer["lr_scheduler"])
         if state.accelerator.scaler is not None:
