@@ -78,7 +78,7 @@ def test_checkpoints_total_limit_keeps_the_newest(tiny_model_dir, tiny_data_dir,
     assert state["step"] == 6 and state["counted"] == 6  # the loss summed since the last read-out (at step 10)
 
 
-def test_a_checkpoint_made_with_other_options_is_refused(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+def test_a_checkpoint_made_with_other_options_or_damaged_is_refused(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     extra = ("--max_train_steps", "2", "--checkpointing_steps", "2")
     assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *extra)) == 0
@@ -95,6 +95,10 @@ def test_a_checkpoint_made_with_other_options_is_refused(tiny_model_dir, tiny_da
     nowhere = ("--resume_from_checkpoint", str(tmp_path / "nowhere"))
     assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *nowhere)) == 2
     assert "--resume_from_checkpoint" in capsys.readouterr().err
+    damaged = out / "checkpoints" / "checkpoint-2" / "optimizer.pt"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *resume)) == 2
+    assert f"{damaged}: unreadable checkpoint file" in capsys.readouterr().err
 
 
 def test_memcontrol_run_resumes_an_interrupted_stage_2_from_its_latest_checkpoint(tiny_search_config, tmp_path, capsys):
