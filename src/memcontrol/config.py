@@ -109,9 +109,9 @@ class TrainConfig:
     )
     checkpointing_steps: int | None = opt(
         None, "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
-        "`memcontrol run` and benchmark cells resume from the latest by themselves"
+        "`memcontrol run` and benchmark cells resume from the latest by themselves", min=0,
     )
-    checkpoints_total_limit: int | None = opt(None, "keep only the newest N checkpoints; default: all")
+    checkpoints_total_limit: int | None = opt(None, "keep only the newest N checkpoints; default: all", min=1)
     resume_from_checkpoint: str | None = opt(
         None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
         "or its folder"
