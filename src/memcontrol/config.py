@@ -77,7 +77,10 @@ class TrainConfig:
     )
     lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)", min=1)
     norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)", min=0)
-    train_batch_size: int = opt(32, "samples per optimisation step", min=1)
+    train_batch_size: int = opt(32, "samples per device in each forward pass (a step: this x accumulation x processes)", min=1)
+    gradient_accumulation_steps: int = opt(
+        1, "forward passes whose gradients make one optimisation step (diffusers' flag): a larger batch, same memory", min=1
+    )
     max_train_steps: int = opt(1000, "optimisation steps (the built-in scenario memorises D_mem in 1,000 full fine-tuning steps)", min=0)
     learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up", min=0)
     lr_scheduler: str = opt("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ...")
@@ -102,7 +105,9 @@ class TrainConfig:
     threshold: float | None = opt(
         None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)", min=0
     )
-    threshold_quantile: float | None = opt(None, "threshold: instead of --threshold, this quantile of each batch's norms, e.g. 0.9", min=0, max=1)
+    threshold_quantile: float | None = opt(
+        None, "threshold: instead of --threshold, this quantile of the norms in each forward pass's batch, e.g. 0.9", min=0, max=1
+    )
     embedding_noise_sigma: float = opt(0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step", min=0)
     caption_variants: str | None = opt(
         None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"

@@ -5,6 +5,12 @@ noise the cached latents at a random timestep, predict the noise (or velocity) w
 MSE in float32, AdamW with warm-up, gradient clipping. All randomness comes from one seeded CPU
 generator, so a run is reproducible on a given device whatever the batch timing. A memorization
 mitigation (memcontrol.mitigations, ``cfg.mitigation``) plugs into each step through its hooks.
+
+Each optimisation step draws one global batch of train_batch_size x gradient_accumulation_steps x processes
+samples (every process draws the same one from the same seed) and each process runs forward and backward on its
+own shares of it (``process_shares``); accelerate sums the passes and DDP averages over the processes. The step's
+gradient is that of the mean loss over the samples of the global batch that the mitigation keeps, so a run's
+result depends on the global batch only, not on how it is split (up to float rounding).
 """
 
 from __future__ import annotations
@@ -78,6 +84,49 @@ class BatchIndices(Iterator[torch.Tensor]):
         return batch
 
 
+@dataclass
+class Batch:
+    """What a step draws for its samples: latents, noise and timesteps on the CPU, the conditioning where the
+    caption embeddings are."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    conditioning: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def rows(self, start: int, stop: int) -> Batch:
+        rows = slice(start, stop)
+        return Batch(self.latents[rows], self.noise[rows], self.timesteps[rows], self.conditioning[rows])
+
+
+def draw_batch(
+    data: TrainingSet, index: torch.Tensor, num_train_timesteps: int, caption_dropout: float,
+    generator: torch.Generator, mitigation: Mitigation,
+) -> Batch:
+    """Every random draw of the batch at ``index``, for the whole batch at once: the same draws however the batch is
+    then split between forward passes and processes."""
+    latents = data.latents.sample(index, generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, num_train_timesteps, (len(index),), generator=generator)
+    caption_ids = data.captions.caption_ids[index].clone()
+    caption_ids[torch.rand(len(index), generator=generator) < caption_dropout] = data.captions.empty_id
+    return Batch(latents, noise, timesteps, mitigation.embed(data.captions, caption_ids, generator))
+
+
+def process_shares(batch: Batch, per_device: int, process: int, processes: int) -> list[Batch]:
+    """The forward passes of ``process`` in a global batch: pass k takes the rows from (k x processes + process) x
+    per_device on, as accelerate's sharded data loaders deal out batches."""
+    starts = range(process * per_device, len(batch), processes * per_device)
+    return [batch.rows(start, start + per_device) for start in starts]
+
+
+def global_batch_size(cfg: TrainConfig, accelerator: Accelerator) -> int:
+    return cfg.train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
+
+
 def fine_tune(
     pipe: StableDiffusionPipeline,
     method: PeftMethod,
@@ -104,6 +153,8 @@ def fine_tune(
         return result
     if cfg.train_batch_size < 1:
         raise UserError(f"--train_batch_size must be at least 1, got {cfg.train_batch_size}")
+    if cfg.gradient_accumulation_steps < 1:
+        raise UserError(f"--gradient_accumulation_steps must be at least 1, got {cfg.gradient_accumulation_steps}")
     cast_frozen(unet, params, WEIGHT_DTYPES[accelerator.mixed_precision])
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -121,29 +172,33 @@ def fine_tune(
     data = replace(data, captions=mitigation.setup(data.captions, generator))
     if cfg.latent_sampling == "mean":
         data = replace(data, latents=data.latents.posterior_means())
-    batches = BatchIndices(len(data.latents), cfg.train_batch_size, generator)
+    batches = BatchIndices(len(data.latents), global_batch_size(cfg, accelerator), generator)
+    timesteps = noise_scheduler.config.num_train_timesteps
     state = TrainingState(unet, method, optimizer, lr_scheduler, generator, batches, result, accelerator)
     resumed = checkpoints.restore(state) if checkpoints else Progress()
 
     start, counted = time.perf_counter() - resumed.seconds, resumed.counted
     running = torch.tensor(resumed.running_loss, device=accelerator.device)
+    show = progress and accelerator.is_main_process
     bar = tqdm(range(resumed.step, cfg.max_train_steps), initial=resumed.step, total=cfg.max_train_steps,
-               desc=f"train {method.name}", disable=not progress, leave=False)
+               desc=f"train {method.name}", disable=not show, leave=False)
     for step in bar:
-        loss, dropped = _loss(model, noise_scheduler, data, next(batches), cfg.caption_dropout, generator, accelerator, mitigation)
-        result.dropped_samples += dropped
+        batch = draw_batch(data, next(batches), timesteps, cfg.caption_dropout, generator, mitigation)
+        loss, kept = accumulate_gradients(
+            model, noise_scheduler, batch, data.captions, params, cfg.train_batch_size, accelerator, mitigation
+        )
+        result.dropped_samples += len(batch) - kept
         if loss is None:  # as Wen et al.: a batch the mitigation empties makes no step
             result.skipped_batches += 1
         else:
-            accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += loss.detach()
+            running += loss
             counted += 1
+        optimizer.zero_grad(set_to_none=True)
         if ((step + 1) % LOG_EVERY == 0 or step + 1 == cfg.max_train_steps) and counted:
-            mean = running.item() / counted
+            mean = _summed_over_processes(running, accelerator).item() / counted
             if mean != mean or mean in (float("inf"), float("-inf")):
                 raise NonFiniteLoss(f"loss became {mean} at step {step + 1}")
             result.losses.append((step + 1, mean))
@@ -158,29 +213,66 @@ def fine_tune(
     return result
 
 
-def _loss(
-    model, noise_scheduler, data: TrainingSet, index, caption_dropout, generator, accelerator, mitigation: Mitigation
+def accumulate_gradients(
+    model, noise_scheduler, batch: Batch, captions: CaptionEmbeddings, params: list[torch.nn.Parameter],
+    per_device: int, accelerator: Accelerator, mitigation: Mitigation,
 ) -> tuple[torch.Tensor | None, int]:
-    """The batch's loss over the samples the mitigation keeps (None when it keeps none), and how many it left out."""
+    """Forward and backward over this process's shares of ``batch``, leaving (once DDP has averaged them over the
+    processes) the gradients of the mean loss over the samples of the batch the mitigation keeps.
+
+    Returns this process's part of that loss (the processes' parts sum to it; None when no sample was kept) and how
+    many samples the whole batch kept.
+    """
+    parts = process_shares(batch, per_device, accelerator.process_index, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = len(parts)  # accelerate divides each pass's loss by it, syncs at the last
+    accelerator.step = 0  # its count of passes, from this batch's first whatever came before
+    weighted, kept = [], []
+    for part in parts:
+        with accelerator.accumulate(model):
+            loss, part_kept = _loss(model, noise_scheduler, part, captions, params, accelerator, mitigation)
+            accelerator.backward(loss)
+        weighted.append(loss.detach())
+        kept.append(part_kept)
+    total = _kept_in_batch(kept, len(batch), accelerator)
+    if total == 0:
+        return None, 0
+    if total < len(batch):  # each pass counted as if its share were whole: scale to the mean over the kept samples
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(len(batch) / total)
+    return torch.stack(weighted).sum() * (per_device / total), total
+
+
+def _kept_in_batch(kept: list[int | None], size: int, accelerator: Accelerator) -> int:
+    """Samples of the global batch the loss counts: all of them unless the mitigation chose (None: it did not)."""
+    if all(k is None for k in kept):  # the same on every process: it is the mitigation's kind that decides
+        return size
+    return int(_summed_over_processes(torch.tensor(sum(kept), device=accelerator.device), accelerator))
+
+
+def _summed_over_processes(value: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    return accelerator.reduce(value, "sum") if accelerator.num_processes > 1 else value
+
+
+def _loss(
+    model, noise_scheduler, part: Batch, captions: CaptionEmbeddings, params: list[torch.nn.Parameter],
+    accelerator: Accelerator, mitigation: Mitigation,
+) -> tuple[torch.Tensor, int | None]:
+    """One forward pass's loss over the samples the mitigation keeps, times their share of the pass, and how many
+    it kept (None: the mitigation does not choose, all count)."""
     device = accelerator.device
-    latents = data.latents.sample(index, generator)
-    noise = torch.randn(latents.shape, generator=generator)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-    caption_ids = data.captions.caption_ids[index].clone()
-    caption_ids[torch.rand(len(index), generator=generator) < caption_dropout] = data.captions.empty_id
-    conditioning = mitigation.embed(data.captions, caption_ids, generator)
-    latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
+    latents, noise, timesteps = part.latents.to(device), part.noise.to(device), part.timesteps.to(device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
     with accelerator.autocast():
-        prediction = model(noisy, timesteps, conditioning, return_dict=False)[0]
-        keep = mitigation.keep(model, noisy, timesteps, prediction, data.captions)
+        prediction = model(noisy, timesteps, part.conditioning, return_dict=False)[0]
+        keep = mitigation.keep(model, noisy, timesteps, prediction, captions)
     if keep is None:
-        return F.mse_loss(prediction.float(), target.float()), 0
-    dropped = int((~keep).sum())
-    if dropped == len(keep):
-        return None, dropped
-    return F.mse_loss(prediction[keep].float(), target[keep].float()), dropped
+        return F.mse_loss(prediction.float(), target.float()), None
+    kept = int(keep.sum())
+    if kept == 0:  # still a backward, of zeros: under DDP every process must hand in gradients for every weight
+        return torch.stack([p.sum() for p in params]).sum() * 0.0, 0
+    return F.mse_loss(prediction[keep].float(), target[keep].float()) * (kept / len(keep)), kept
