@@ -24,6 +24,7 @@ Fine-tune Stable Diffusion on sensitive images without memorizing them (MemContr
 search where in the U-Net a parameter-efficient method may learn, fine-tune under the mask chosen, and
 measure generation quality and memorization. `memcontrol run` does it all on the built-in data.
 `memcontrol COMMAND --help` lists a command's options; any of them can also come from a --config YAML file."""
+SEVERAL_PROCESS_COMMANDS = ("train",)  # those that share their work between the processes of accelerate launch
 
 
 def _quiet_libraries() -> None:
@@ -46,6 +47,7 @@ def _quiet_libraries() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from memcontrol.peft.mask_file import read_searched_mask
+    from memcontrol.runtime import is_main_process
     from memcontrol.train.job import run_train
 
     classes = (ModelConfig, DataConfig, TrainConfig, SampleConfig)
@@ -54,8 +56,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if searched and searched.learning_rate is not None:  # searched with the mask; --learning_rate (flag or YAML) still wins
         model, data, train, sample = build(classes, args, defaults={"learning_rate": searched.learning_rate})
     summary = run_train(model, data, train, sample, args.output_dir)
-    print(json.dumps(summary, indent=2))
-    print(f"trained weights, manifest and sample grid written to {args.output_dir}")
+    if is_main_process():  # under accelerate launch: one report, not one per process
+        print(json.dumps(summary, indent=2))
+        print(f"trained weights, manifest and sample grid written to {args.output_dir}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -165,6 +168,17 @@ def _plugins_epilog() -> str:
     return "\n".join(lines)
 
 
+def _require_one_process(command: str) -> None:
+    """Refuse to repeat a command's whole work in each of the processes accelerate launch started (torchrun sets
+    WORLD_SIZE)."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1 and command not in SEVERAL_PROCESS_COMMANDS:
+        raise UserError(
+            f"runs in one process, not {processes} (WORLD_SIZE): under accelerate launch only `memcontrol train` "
+            "shares its work between processes"
+        )
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the usage block is one `--help` away)."""
 
@@ -250,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a usage error already printed
         return int(e.code or 0)
     try:
+        _require_one_process(args.command)
         args.run(args)
     except UserError as e:
         print(f"memcontrol {args.command}: error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from diffusers import StableDiffusionPipeline
 
@@ -19,6 +19,11 @@ def make_accelerator(cfg: ModelConfig) -> Accelerator:
     AcceleratorState._reset_state()
     torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32  # set either way: a process may run jobs with either value
     return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
+
+
+def is_main_process() -> bool:
+    """Whether this process is the one that writes and prints (always, unless accelerate launch started several)."""
+    return PartialState().is_main_process
 
 
 def load_for_training(cfg: ModelConfig, accelerator: Accelerator) -> StableDiffusionPipeline:

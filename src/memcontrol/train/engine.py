@@ -60,6 +60,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     dropped_samples: int = 0  # left out of the loss by the mitigation
     skipped_batches: int = 0  # every sample left out: no optimizer step
+    global_batch_size: int = 0  # samples per optimizer step: per device x accumulation x processes
 
     @property
     def trainable_fraction(self) -> float:
@@ -210,6 +211,7 @@ def fine_tune(
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unet.eval()
     result.steps, result.seconds = cfg.max_train_steps, time.perf_counter() - start
+    result.global_batch_size = global_batch_size(cfg, accelerator)
     return result
 
 

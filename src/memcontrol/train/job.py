@@ -56,11 +56,14 @@ def run_train(
     progress: bool = True,
     accelerator: Accelerator | None = None,
 ) -> dict:
+    """Under ``accelerate launch`` every process trains its share of each batch; the main process writes the outputs."""
     output_dir = ensure_writable_dir(output_dir)
-    data = prepare_data(data_cfg)
+    accelerator = accelerator or make_accelerator(model_cfg)
+    progress = progress and accelerator.is_main_process  # one set of progress bars
+    with accelerator.main_process_first():  # a built-in data set is written on first use: by one process
+        data = prepare_data(data_cfg)
     method = get_method(train_cfg.method, MethodOptions.from_config(train_cfg))
     mitigation = get_mitigation(train_cfg.mitigation, MitigationOptions.from_config(train_cfg))
-    accelerator = accelerator or make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
     mask = resolve_mask(train_cfg.mask, method, pipe.unet)
     checkpoints = run_checkpoints(output_dir, model_cfg, data_cfg, train_cfg, mask, accelerator)
@@ -71,17 +74,20 @@ def run_train(
         progress=progress, mitigation=mitigation, checkpoints=checkpoints,
     )
     summary = train_summary(result)
-    save_trained(output_dir, pipe, method, mask, {
-        "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
-        "resolution": resolution,
-        "config": as_dict(model_cfg, data_cfg, train_cfg, sample_cfg),
-        "data": data.describe(),
-        "result": summary,
-    })
-    write_json(output_dir / "losses.json", result.losses)
-    merge_for_sampling(pipe, method, model_cfg.mixed_precision)
-    settings = sample_settings(model_cfg.pretrained_model_name_or_path, sample_cfg)
-    sample_grid(pipe, data, resolution, settings, sample_cfg.sample_batch_size, train_cfg.seed, output_dir, progress)
+    if accelerator.is_main_process:  # the other processes trained their shares of the batches: one writes
+        save_trained(output_dir, pipe, method, mask, {
+            "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
+            "resolution": resolution,
+            "config": as_dict(model_cfg, data_cfg, train_cfg, sample_cfg),
+            "data": data.describe(),
+            "result": summary,
+        })
+        write_json(output_dir / "losses.json", result.losses)
+        merge_for_sampling(pipe, method, model_cfg.mixed_precision)
+        settings = sample_settings(model_cfg.pretrained_model_name_or_path, sample_cfg)
+        batch_size = sample_cfg.sample_batch_size
+        sample_grid(pipe, data, resolution, settings, batch_size, train_cfg.seed, output_dir, progress)
+    accelerator.wait_for_everyone()  # every process returns once the outputs are there
     return summary
 
 
@@ -119,6 +125,7 @@ def train_summary(result: TrainResult) -> dict:
         "final_loss": result.losses[-1][1] if result.losses else None,
         "dropped_samples": result.dropped_samples,
         "skipped_batches": result.skipped_batches,
+        "global_batch_size": result.global_batch_size,
     }
 
 
