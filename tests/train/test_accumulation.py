@@ -40,9 +40,13 @@ def step_gradients(tiny_configs):
     batch = draw_batch(data, torch.arange(4), 1000, 0.3, torch.Generator().manual_seed(0), get_mitigation("none"))
 
     def gradients(per_device: int, mitigation: Mitigation | None = None, rows: list[int] | None = None):
-        part = batch if rows is None else Batch(batch.latents[rows], batch.noise[rows], batch.timesteps[rows], batch.conditioning[rows])
+        part = batch
+        if rows is not None:
+            part = Batch(batch.latents[rows], batch.noise[rows], batch.timesteps[rows], batch.conditioning[rows])
         mitigation = mitigation or get_mitigation("none")
-        loss, kept = accumulate_gradients(model, noise_scheduler, part, data.captions, params, per_device, accelerator, mitigation)
+        loss, kept = accumulate_gradients(
+            model, noise_scheduler, part, data.captions, params, per_device, accelerator, mitigation
+        )
         grads = torch.cat([p.grad.flatten() for p in params])
         model.zero_grad(set_to_none=True)
         return grads, loss, kept
@@ -85,7 +89,7 @@ def _train(configs, **train_overrides):
     train_cfg = dataclasses.replace(train_cfg, **train_overrides)
     accelerator = make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
-    weights = lambda: torch.cat([p.detach().flatten() for p in pipe.unet.parameters()])  # noqa: E731
+    weights = lambda: torch.cat([p.detach().flatten() for p in pipe.unet.parameters()])
     before = weights().clone()
     data = build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False)
     result = fine_tune(pipe, get_method("full"), (), data, train_cfg, accelerator, progress=False)
@@ -109,7 +113,8 @@ def test_two_passes_of_two_make_the_step_of_one_batch_of_four(tiny_configs, miti
     assert _relative_difference(accumulated, large) < 1e-3  # measured: 4e-5 (plain), 9e-5 (threshold)
     assert [s for s, _ in result.losses] == [s for s, _ in large_result.losses]
     assert [loss for _, loss in result.losses] == pytest.approx([loss for _, loss in large_result.losses], rel=1e-5)
-    assert (result.dropped_samples, result.skipped_batches) == (large_result.dropped_samples, large_result.skipped_batches)
+    counters = lambda r: (r.dropped_samples, r.skipped_batches)
+    assert counters(result) == counters(large_result)
     if mitigation:
         assert 0 < result.dropped_samples < 16 and result.skipped_batches < 4  # it drops, yet it trains
 
