@@ -174,7 +174,7 @@ def fine_tune(
     if cfg.latent_sampling == "mean":
         data = replace(data, latents=data.latents.posterior_means())
     batches = BatchIndices(len(data.latents), global_batch_size(cfg, accelerator), generator)
-    timesteps = noise_scheduler.config.num_train_timesteps
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
     state = TrainingState(unet, method, optimizer, lr_scheduler, generator, batches, result, accelerator)
     resumed = checkpoints.restore(state) if checkpoints else Progress()
 
@@ -184,7 +184,7 @@ def fine_tune(
     bar = tqdm(range(resumed.step, cfg.max_train_steps), initial=resumed.step, total=cfg.max_train_steps,
                desc=f"train {method.name}", disable=not show, leave=False)
     for step in bar:
-        batch = draw_batch(data, next(batches), timesteps, cfg.caption_dropout, generator, mitigation)
+        batch = draw_batch(data, next(batches), num_train_timesteps, cfg.caption_dropout, generator, mitigation)
         loss, kept = accumulate_gradients(
             model, noise_scheduler, batch, data.captions, params, cfg.train_batch_size, accelerator, mitigation
         )
