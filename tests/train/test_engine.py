@@ -31,10 +31,12 @@ def test_full_changes_weights_and_freeze_changes_nothing(tiny_configs):
     assert all(torch.equal(before[n], p) for n, p in pipe.unet.named_parameters())
 
 
-def test_same_seed_gives_identical_weights(tiny_configs):
-    first, _, _ = _train(tiny_configs, seed=3)
-    second, _, _ = _train(tiny_configs, seed=3)
-    third, _, _ = _train(tiny_configs, seed=4)
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_same_seed_gives_identical_weights(tiny_configs, method):
+    """--seed seeds initialisation too: LoRA's random A matrices, which peft draws from torch's global generator."""
+    first, _, _ = _train(tiny_configs, method, seed=3)
+    second, _, _ = _train(tiny_configs, method, seed=3)
+    third, _, _ = _train(tiny_configs, method, seed=4)
     params = lambda pipe: torch.cat([p.flatten() for p in pipe.unet.parameters()])  # noqa: E731
     assert torch.equal(params(first), params(second))
     assert not torch.equal(params(first), params(third))

@@ -148,7 +148,9 @@ def fine_tune(
         mitigation = get_mitigation(cfg.mitigation, MitigationOptions.from_config(cfg))
     unet = pipe.unet
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
-    params = method.apply(unet, mask)
+    with torch.random.fork_rng(devices=[]):  # a method's random initialisation (LoRA's A) from --seed, not the global state
+        torch.default_generator.manual_seed(cfg.seed)
+        params = method.apply(unet, mask)
     result = TrainResult(sum(p.numel() for p in params), total)
     if not params or cfg.max_train_steps == 0:
         return result
