@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from memcontrol.io import write_text
@@ -75,8 +76,9 @@ def _summary(group: list[dict]) -> dict:
     return out
 
 
-def write_tables(records: list[dict], output_dir: Path, figures: list[str]) -> Path:
-    """Write table.md (with the ``figures`` below it), table.csv and cells.csv; return table.md's path."""
+def write_tables(records: list[dict], output_dir: Path, figures: list[str], failed: Sequence[str] = ()) -> Path:
+    """Write table.md (with the ``figures`` below it, and the ``failed`` cells named), table.csv and cells.csv;
+    return table.md's path."""
     summaries = summarise(records)
     _write_csv(output_dir / CELLS_CSV, records, [*DESCRIPTION, "seed", *(k for k, _ in MEASURES), "cell"])
     _write_csv(output_dir / TABLE_CSV, summaries, [*DESCRIPTION, "seeds", *(f"{k}_{s}" for k, _ in MEASURES for s in ("mean", "sd"))])
@@ -96,6 +98,7 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str]) -> P
         "",
         *markdown_table(["method", "mitigation", "trains (mask)", "learning rate", *(header for _, header in MEASURES)], rows),
         "",
+        *([f"Failed, so not in the table (each cell's failure.txt says why; run again to retry): {', '.join(failed)}.", ""] if failed else []),
         *(line for name in figures for line in (f"![closest generations]({name})", "")),
     ]
     write_text(output_dir / TABLE_MD, "\n".join(lines))

@@ -1,0 +1,62 @@
+"""`memcontrol benchmark --workers 2`: the same table as one process; a failing cell loses no other cell's work."""
+
+import csv
+
+import pytest
+
+from memcontrol.cli import main
+
+TIMES = {"train_seconds", "wall_seconds"}  # what two processes on shared cores may change; nothing else may
+
+
+def _benchmark(config, out, workers):
+    return main([
+        "benchmark", "--config", str(config), "--output_dir", str(out), "--methods", "full,svdiff", "--mitigations", "none",
+        "--seeds", "0,1", "--workers", str(workers),
+    ])
+
+
+def _results(out):
+    """table.csv's lines without the times, measures as floats."""
+    with (out / "table.csv").open() as f:
+        return [
+            {k: float(v) if k.endswith(("_mean", "_sd")) and v else v for k, v in line.items() if k.rsplit("_", 1)[0] not in TIMES}
+            for line in csv.DictReader(f)
+        ]
+
+
+def _same_line(line, expected):
+    """Equal, the numbers up to the float rounding that a process's thread count may change."""
+    numbers = {k for k, v in expected.items() if isinstance(v, float)}
+    assert {k: v for k, v in line.items() if k not in numbers} == {k: v for k, v in expected.items() if k not in numbers}
+    assert {k: line[k] for k in numbers} == pytest.approx({k: expected[k] for k in numbers}, rel=1e-5)
+
+
+def test_two_workers_write_the_table_of_one_process_and_a_failed_cell_is_retried(tiny_search_config, tmp_path, capsys):
+    assert _benchmark(tiny_search_config, tmp_path / "one", 1) == 0
+    expected = _results(tmp_path / "one")
+    assert len(expected) == 2 and all(line["seeds"] == "0 1" for line in expected)  # two seeds: a spread to compare too
+
+    # One cell cannot write its model (a file stands where its folder goes): it fails, the three others finish.
+    out = tmp_path / "two"
+    broken = out / "cells" / "svdiff-none-seed1"
+    broken.mkdir(parents=True)
+    (broken / "model").write_text("not a folder")
+    capsys.readouterr()
+    assert _benchmark(tiny_search_config, out, 2) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("memcontrol benchmark: error: 1 of 4 cells failed") and "svdiff-none-seed1" in err
+    assert (broken / "failure.txt").read_text().startswith("Traceback")
+    assert [line["seeds"] for line in _results(out)] == ["0 1", "0"]  # the table of the cells that finished
+    assert "svdiff-none-seed1" in (out / "table.md").read_text()
+
+    # Fixed and run again: only that cell trains; the table is the one-process table.
+    (broken / "model").unlink()
+    weights = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/model/trained.safetensors")}
+    assert len(weights) == 3
+    assert _benchmark(tiny_search_config, out, 2) == 0
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights and not (broken / "failure.txt").exists()
+    lines = _results(out)
+    assert len(lines) == len(expected)
+    for line, expected_line in zip(lines, expected):
+        _same_line(line, expected_line)
