@@ -11,24 +11,23 @@ TIMES = {"train_seconds", "wall_seconds"}  # what two processes on shared cores 
 
 def _benchmark(config, out, workers):
     return main([
-        "benchmark", "--config", str(config), "--output_dir", str(out), "--methods", "full,svdiff", "--mitigations", "none",
-        "--seeds", "0,1", "--workers", str(workers),
+        "benchmark", "--config", str(config), "--output_dir", str(out), "--methods", "full,svdiff",
+        "--mitigations", "none", "--seeds", "0,1", "--workers", str(workers),
     ])
 
 
 def _results(out):
     """table.csv's lines without the times, measures as floats."""
     with (out / "table.csv").open() as f:
-        return [
-            {k: float(v) if k.endswith(("_mean", "_sd")) and v else v for k, v in line.items() if k.rsplit("_", 1)[0] not in TIMES}
-            for line in csv.DictReader(f)
-        ]
+        lines = [{k: v for k, v in line.items() if k.rsplit("_", 1)[0] not in TIMES} for line in csv.DictReader(f)]
+    return [{k: float(v) if k.endswith(("_mean", "_sd")) and v else v for k, v in line.items()} for line in lines]
 
 
 def _same_line(line, expected):
     """Equal, the numbers up to the float rounding that a process's thread count may change."""
     numbers = {k for k, v in expected.items() if isinstance(v, float)}
-    assert {k: v for k, v in line.items() if k not in numbers} == {k: v for k, v in expected.items() if k not in numbers}
+    texts = expected.keys() - numbers
+    assert {k: line[k] for k in texts} == {k: expected[k] for k in texts} and line.keys() == expected.keys()
     assert {k: line[k] for k in numbers} == pytest.approx({k: expected[k] for k in numbers}, rel=1e-5)
 
 

@@ -44,7 +44,7 @@ class BenchmarkConfig:
     seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
     mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
     figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure")
-    workers: int = opt(1, "processes training cells at once, one torch thread each, into one --output_dir; 1: in this process")
+    workers: int = opt(1, "processes running cells at once, one torch thread each, into one --output_dir; 1: this one")
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,9 @@ def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> Non
 
 def check_cell(job: JobConfig, cell: Cell, directory: Path) -> None:
     """Refuse a folder holding ``cell`` made with other options now, before any cell trains (no stage runs)."""
-    run_stages({}, cell.job(job), directory, CELL_FILE, cell.options(job), JobConfig.with_defaults().options(), progress=False,
-               label=f"cell {cell.name}")
+    no_stage: dict[str, Stage] = {}
+    defaults, label = JobConfig.with_defaults().options(), f"cell {cell.name}"
+    run_stages(no_stage, cell.job(job), directory, CELL_FILE, cell.options(job), defaults, progress=False, label=label)
 
 
 def cell_finished(directory: Path) -> bool:

@@ -5,6 +5,7 @@
       cells/ROW-MITIGATION-seedN/   each cell's model/, evaluation/ and cell.json (see memcontrol.benchmark.grid);
                                failure.txt where the cell failed under --workers (see memcontrol.benchmark.workers)
       table.md, table.csv      per method and mitigation, mean and spread over the seeds; cells.csv: every seed
+      tradeoff.png, .csv       every line of the table as FID against regenerated and against AMD, with the front
       closest-MITIGATION.png   per mitigation, each D_mem image and every method's nearest generation (first seed)
 """
 
@@ -18,8 +19,8 @@ from tqdm.auto import tqdm
 
 from memcontrol.benchmark.figure import plot_closest
 from memcontrol.benchmark.grid import (
-    CELLS_DIR, EVALUATION_DIR, MEMCONTROL, BenchmarkConfig, Cell, Row, cell_finished, check_cell, make_row, parse_mitigations, parse_rows,
-    parse_seeds, run_cell,
+    CELLS_DIR, EVALUATION_DIR, MEMCONTROL, BenchmarkConfig, Cell, Row, cell_finished, check_cell, make_row, parse_mitigations,
+    parse_rows, parse_seeds, run_cell,
 )
 from memcontrol.benchmark.table import cell_record, write_tables
 from memcontrol.benchmark.workers import FAILURE_FILE, run_cells_in_workers
@@ -77,16 +78,16 @@ def run_benchmark(bench: BenchmarkJob, output_dir: str | Path, *, progress: bool
     if not done:
         raise UserError(f"every cell failed: {_failed(failures)}")
     figures = [_figure(rows, mitigation, seeds[0], grid.figure_rows, output_dir, failures) for mitigation in mitigations]
-    table = write_tables(
-        [cell_record(cells[cell]) for cell in done], output_dir, [name for name in figures if name], failed=[c.name for c in failures]
-    )
+    records = [cell_record(cells[cell]) for cell in done]
+    table = write_tables(records, output_dir, [name for name in figures if name], failed=[cell.name for cell in failures])
     if failures:
         raise UserError(f"{len(failures)} of {len(cells)} cells failed, the table holds the others: {_failed(failures)}")
     return table
 
 
 def _run_cells(job: JobConfig, cells: dict[Cell, Path], workers: int, progress: bool) -> dict[Cell, str]:
-    """Run ``cells`` here one after another (a failure stops the benchmark), or in ``workers`` processes; return the failures."""
+    """Run ``cells`` here one after another (a failure stops the benchmark), or in ``workers`` processes; return the
+    failures."""
     if workers == 1:
         for cell, directory in tqdm(cells.items(), desc="benchmark", unit="cell", disable=not progress):
             run_cell(job, cell, directory, progress)
@@ -121,7 +122,9 @@ def _searched_mask(job: JobConfig, grid: BenchmarkConfig, output_dir: Path, prog
     return read_mask_file(str(output_dir / SEARCH_DIR / BEST_MASK), "the search's")
 
 
-def _figure(rows: list[Row], mitigation: str, seed: int, max_rows: int, output_dir: Path, failures: dict[Cell, str]) -> str | None:
+def _figure(
+    rows: list[Row], mitigation: str, seed: int, max_rows: int, output_dir: Path, failures: dict[Cell, str]
+) -> str | None:
     """closest-MITIGATION.png of the given seed's cells that did not fail; None where there is nothing to show."""
     shown = [cell for cell in (Cell(row, mitigation, seed) for row in rows) if cell not in failures]
     if not shown:

@@ -30,7 +30,8 @@ def run_cells_in_workers(job: JobConfig, cells: dict[Cell, Path], workers: int, 
     # spawn, not fork: a forked child would inherit this process's torch thread pools and any accelerator state.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
         futures = {pool.submit(_run_cell, job, cell, directory): cell for cell, directory in cells.items()}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="benchmark", unit="cell", disable=not progress):
+        finished = as_completed(futures)
+        for future in tqdm(finished, total=len(futures), desc="benchmark", unit="cell", disable=not progress):
             cell = futures[future]
             try:
                 error = future.result()
@@ -54,7 +55,7 @@ def _one_thread() -> None:
 
 
 def _run_cell(job: JobConfig, cell: Cell, directory: Path) -> str | None:
-    """In a worker: run ``cell``; None when done, else the error's last line, its traceback left in the cell's folder."""
+    """In a worker: run ``cell``; None when done, else the error's last line (its traceback in the cell's folder)."""
     failure = directory / FAILURE_FILE
     try:
         run_cell(job, cell, directory, progress=False)
