@@ -91,6 +91,7 @@ def _run_cells(job: JobConfig, cells: dict[Cell, Path], workers: int, progress: 
     if workers == 1:
         for cell, directory in tqdm(cells.items(), desc="benchmark", unit="cell", disable=not progress):
             run_cell(job, cell, directory, progress)
+            (directory / FAILURE_FILE).unlink(missing_ok=True)  # an earlier --workers run's failure, retried
         return {}
     todo = {cell: directory for cell, directory in cells.items() if not cell_finished(directory)}
     if progress and len(todo) < len(cells):
