@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest -n N runs N processes: one torch thread each, so that N workers on N cores do not oversubscribe them
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """Slow modules first: xdist hands out files in collection order, and the suite lasts as long as its longest worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -24,6 +24,7 @@ from memcontrol.train.checkpoint import load_trained
 from memcontrol.train.job import run_train
 
 RESOLUTION = 16
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable
 
@@ -18,6 +19,11 @@ from memcontrol.models.architectures import ARCHITECTURES
 
 DEFAULT_OUTPUT = "outputs"
 HEADLINE_METRICS = ("fid", "amd", "alignment", "extracted", "dmem_mean", "dmem_max")
+DESCRIPTION = """\
+Fine-tune Stable Diffusion on sensitive images without memorizing them (MemControl, Dutt et al. 2024):
+search where in the U-Net a parameter-efficient method may learn, fine-tune under the mask chosen, and
+measure generation quality and memorization. `memcontrol run` does it all on the built-in data.
+`memcontrol COMMAND --help` lists a command's options; any of them can also come from a --config YAML file."""
 
 
 def _quiet_libraries() -> None:
@@ -135,6 +141,30 @@ def _cmd_train_encoder(args: argparse.Namespace) -> None:
     print(json.dumps(train_builtin_encoder(args.output, steps=args.steps), indent=2))
 
 
+def _plugins_epilog() -> str:
+    """Each plug-in family with its members, read from where they are defined: a new one is listed by itself."""
+    from memcontrol.config import SAMPLER_CHOICES
+    from memcontrol.metrics.features import EXTRACTORS
+    from memcontrol.mitigations import mitigation_names
+    from memcontrol.peft import method_names
+    from memcontrol.search.objectives import OBJECTIVES
+    from memcontrol.search.pick import PICK_RULES
+
+    families = (
+        ("PEFT methods", "--method", method_names()),
+        ("mitigations", "--mitigation", mitigation_names()),
+        ("feature extractors", "--feature_extractor", list(EXTRACTORS)),
+        ("search objectives", "--objectives", list(OBJECTIVES)),
+        ("mask pick rules", "--pick_rule", list(PICK_RULES)),
+        ("search samplers", "--sampler", list(SAMPLER_CHOICES)),
+    )
+    lines = ["plug-ins, chosen by the flag shown:"]
+    for family, flag, names in families:
+        heading = f"  {family} ({flag}): "
+        lines.append(textwrap.fill(", ".join(names), width=100, initial_indent=heading, subsequent_indent="    "))
+    return "\n".join(lines)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the usage block is one `--help` away)."""
 
@@ -143,8 +173,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="memcontrol", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="memcontrol",
+        description=DESCRIPTION,
+        epilog=_plugins_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the plug-in list one family a line
+    )
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     def command(name: str, help: str, run: Callable, *configs: type, output: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
+    """A config field: its default, its --help text and what it accepts (``choices``; for numbers ``min``,
+    ``above`` (exclusive) and ``max``, checked with the type when a config is built from flags and YAML)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -44,19 +47,19 @@ class DataConfig:
     train_data_dir: str | None = opt(
         None, "imagefolder with metadata.jsonl/csv (file_name, text[, subject_id, split]); builtin:NAME for a built-in set; default: builtin:digits"
     )
-    resolution: int | None = opt(None, "image side in pixels; default: the model's native size")
-    validation_fraction: float = opt(0.1, "share of subjects held out for validation")
-    test_fraction: float = opt(0.1, "share of subjects held out for testing")
-    split_seed: int = opt(0, "seed of the subject-level split")
+    resolution: int | None = opt(None, "image side in pixels; default: the model's native size", min=1)
+    validation_fraction: float = opt(0.1, "share of subjects held out for validation", min=0, max=1)
+    test_fraction: float = opt(0.1, "share of subjects held out for testing", min=0, max=1)
+    split_seed: int = opt(0, "seed of the subject-level split", min=0)
     max_train_samples: int | None = opt(
-        None, "use at most this many distinct training images (D_mem kept); default: 400 on built-in data, all on yours"
+        None, "use at most this many distinct training images (D_mem kept); default: 400 on built-in data, all on yours", min=1
     )
     dmem_size: int | None = opt(
-        None, "image-caption pairs duplicated into the memorization set D_mem; default: 10 on built-in data, 0 on yours"
+        None, "image-caption pairs duplicated into the memorization set D_mem; default: 10 on built-in data, 0 on yours", min=0
     )
-    dmem_repeats: int = opt(50, "times each D_mem pair appears in the training set")
+    dmem_repeats: int = opt(50, "times each D_mem pair appears in the training set", min=1)
     dmem_rule: str = opt("most_tokens", "how D_mem pairs are chosen", choices=("most_tokens", "random", "most_frequent_caption"))
-    dataloader_num_workers: int = opt(0, "processes reading images while latents are cached")
+    dataloader_num_workers: int = opt(0, "processes reading images while latents are cached", min=0)
 
 
 @dataclass
@@ -72,16 +75,16 @@ class TrainConfig:
     train_outside_sites: bool = opt(
         False, "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); `full` always does"
     )
-    lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)")
-    norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)")
-    train_batch_size: int = opt(32, "samples per optimisation step")
-    max_train_steps: int = opt(1000, "optimisation steps (the built-in scenario memorises D_mem in 1,000 full fine-tuning steps)")
-    learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up")
+    lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)", min=1)
+    norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)", min=0)
+    train_batch_size: int = opt(32, "samples per optimisation step", min=1)
+    max_train_steps: int = opt(1000, "optimisation steps (the built-in scenario memorises D_mem in 1,000 full fine-tuning steps)", min=0)
+    learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up", min=0)
     lr_scheduler: str = opt("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ...")
-    lr_warmup_steps: int = opt(50, "linear warm-up steps")
-    adam_weight_decay: float = opt(1e-2, "AdamW weight decay")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm")
-    caption_dropout: float = opt(0.1, "probability that a caption is replaced by the empty one (for guidance)")
+    lr_warmup_steps: int = opt(50, "linear warm-up steps", min=0)
+    adam_weight_decay: float = opt(1e-2, "AdamW weight decay", min=0)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm", above=0)
+    caption_dropout: float = opt(0.1, "probability that a caption is replaced by the empty one (for guidance)", min=0, max=1)
     latent_sampling: str = opt(
         "mean",
         "mean: train on the VAE posterior means; sample: draw from the posterior at each step (diffusers' script). "
@@ -89,61 +92,73 @@ class TrainConfig:
         choices=("mean", "sample"),
     )
     gradient_checkpointing: bool = opt(False, "trade compute for memory in the U-Net")
-    seed: int = opt(0, "seed of initialisation, batches and noise")
+    seed: int = opt(0, "seed of initialisation, batches and noise", min=0)
     mitigation: str = opt("none", "memorization mitigation while training: none, rwa, threshold, embedding_noise or multi_caption")
-    rwa_probability: float = opt(0.1, "rwa: chance that a caption gets random words at an access (Somepalli et al.: 0.1)")
-    rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)")
+    rwa_probability: float = opt(0.1, "rwa: chance that a caption gets random words at an access (Somepalli et al.: 0.1)", min=0, max=1)
+    rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)", min=1)
     rwa_fixed: bool = opt(
         False, "rwa: draw the words once per training example, not at each access (the authors' code: with --rwa_probability 1 --rwa_words 4)"
     )
     threshold: float | None = opt(
-        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)"
+        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)", min=0
     )
-    threshold_quantile: float | None = opt(None, "threshold: instead of --threshold, this quantile of each batch's norms, e.g. 0.9")
-    embedding_noise_sigma: float = opt(0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step")
+    threshold_quantile: float | None = opt(None, "threshold: instead of --threshold, this quantile of each batch's norms, e.g. 0.9", min=0, max=1)
+    embedding_noise_sigma: float = opt(0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step", min=0)
     caption_variants: str | None = opt(
         None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"
+    )
+    checkpointing_steps: int | None = opt(
+        None, "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
+        "`memcontrol run` and benchmark cells resume from the latest by themselves", min=0,
+    )
+    checkpoints_total_limit: int | None = opt(None, "keep only the newest N checkpoints; default: all", min=1)
+    resume_from_checkpoint: str | None = opt(
+        None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
+        "or its folder"
     )
 
 
 @dataclass
 class SampleConfig:
-    num_inference_steps: int | None = opt(None, "DDIM steps; default: the model's recommendation")
-    guidance_scale: float | None = opt(None, "classifier-free guidance; default: the model's recommendation")
-    sample_batch_size: int = opt(16, "images generated per forward pass")
+    num_inference_steps: int | None = opt(None, "DDIM steps; default: the model's recommendation", min=1)
+    guidance_scale: float | None = opt(None, "classifier-free guidance; default: the model's recommendation", min=0)
+    sample_batch_size: int = opt(16, "images generated per forward pass", min=1)
 
 
 # Names of the search's samplers, NSGA-II crossovers and pick rules (memcontrol.search.study and .pick implement them).
 SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
 CROSSOVER_CHOICES = ("uniform", "blxalpha", "sbx", "vsbx", "undx", "spx")
-PICK_RULE_CHOICES = ("mean", "ideal", "chebyshev")
+PICK_RULE_CHOICES = ("normalized_mean", "mean", "ideal", "chebyshev")
 
 
 @dataclass
 class SearchConfig:
     """The mask search (stage 1): its objectives, sampler, budget and storage."""
 
-    n_trials: int = opt(20, "finished trials the study is to hold (per method with --method all and union), whoever runs them")
+    n_trials: int = opt(20, "finished trials the study is to hold (per method with --method all and union), whoever runs them", min=1)
     objectives: str = opt("dmem_mean,fid", "two or more metrics, comma-separated: dmem_mean, dmem_max, fid, amd, alignment, clip_score, extracted")
-    proxy_fraction: float = opt(0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)")
-    trial_train_steps: int | None = opt(None, "optimisation steps of each trial; default: --max_train_steps")
-    trial_fid_samples: int | None = opt(None, "validation prompts (and real validation images) for each trial's FID; default: --fid_samples")
+    proxy_fraction: float = opt(0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)", min=0, max=1)
+    trial_train_steps: int | None = opt(None, "optimisation steps of each trial; default: --max_train_steps", min=0)
+    trial_fid_samples: int | None = opt(None, "validation prompts (and real validation images) for each trial's FID; default: --fid_samples", min=2)
     search_learning_rate: bool = opt(False, "search the learning rate as well, on a log scale (the authors)")
-    learning_rate_min: float = opt(1e-5, "lowest learning rate searched")
-    learning_rate_max: float = opt(1e-3, "highest learning rate searched")
+    learning_rate_min: float = opt(1e-5, "lowest learning rate searched", above=0)
+    learning_rate_max: float = opt(1e-3, "highest learning rate searched", above=0)
     global_methods: str = opt("svdiff,difffit,attention", "the methods --method all searches, comma-separated")
     global_search: str = opt(
         "union", "--method all: union of per-method Pareto fronts (the paper), or one study choosing the method", choices=("union", "categorical")
     )
     sampler: str = opt("nsga2", "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random", choices=SAMPLER_CHOICES)
-    population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random")
+    population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
     crossover: str = opt("uniform", "NSGA-II crossover", choices=CROSSOVER_CHOICES)
-    crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover")
-    mutation_prob: float | None = opt(None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters")
-    startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled")
-    search_seed: int = opt(0, "seed of the sampler; trial n draws from seed + n, so that workers and resumed runs never propose alike")
+    crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
+    mutation_prob: float | None = opt(None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1)
+    startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled", min=0)
+    search_seed: int = opt(0, "seed of the sampler; trial n draws from seed + n, so that workers and resumed runs never propose alike", min=0)
     pick_rule: str = opt(
-        "mean", "choose on the Pareto front by the min-max normalised objectives' mean (the paper), distance to the ideal point, or maximum",
+        "normalized_mean", "choose on the Pareto front by: normalized_mean (default), the mean of the objectives "
+        "min-max normalised over the trials, as FID (hundreds) beside d_mem (about 1) would decide the raw mean alone; "
+        "mean, the paper's mean of the raw values (a maximised objective subtracted); ideal, distance to the ideal "
+        "point; chebyshev, the worst objective (both normalised)",
         choices=PICK_RULE_CHOICES,
     )
     baselines: str = opt(
@@ -153,9 +168,9 @@ class SearchConfig:
         None, "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir"
     )
     study_name: str = opt("memcontrol", "name of the study in the storage (the method is appended)")
-    heartbeat_interval: int = opt(60, "seconds between a running trial's heartbeats")
-    grace_period: int | None = opt(None, "seconds without a heartbeat after which a trial counts as interrupted; default: 2 heartbeats")
-    max_retry: int = opt(1, "times an interrupted trial is run again with the same proposal")
+    heartbeat_interval: int = opt(60, "seconds between a running trial's heartbeats", min=1)
+    grace_period: int | None = opt(None, "seconds without a heartbeat after which a trial counts as interrupted; default: 2 heartbeats", min=1)
+    max_retry: int = opt(1, "times an interrupted trial is run again with the same proposal", min=0)
 
 
 def _base_type(annotation: Any) -> type:
@@ -224,30 +239,49 @@ def build(classes: tuple[type, ...], args: argparse.Namespace, defaults: dict[st
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise UserError(f"--config {args.config}: unknown option {unknown[0]!r}")
-    values = {**(defaults or {}), **file_values, **{k: v for k, v in vars(args).items() if k in known}}
-    return tuple(_instance(cls, values, getattr(args, "config", None)) for cls in classes)
+    flags = {k: v for k, v in vars(args).items() if k in known}
+    values = {**(defaults or {}), **file_values, **flags}
+    # An error names where its value came from: the YAML file, or else the flag.
+    labels = {name: f"--config {args.config}: option {name!r}" for name in file_values if name not in flags}
+    return tuple(_instance(cls, values, labels) for cls in classes)
 
 
-def _instance(cls: type, values: dict[str, Any], source: str | None) -> Any:
+def _instance(cls: type, values: dict[str, Any], labels: dict[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
-            kwargs[f.name] = _checked(f, _base_type(hints[f.name]), values[f.name], source)
+            kwargs[f.name] = _checked(f, _base_type(hints[f.name]), values[f.name], labels.get(f.name, f"--{f.name}"))
     return cls(**kwargs)
 
 
-def _checked(f: dataclasses.Field, kind: type, value: Any, source: str | None) -> Any:
-    where = f"--config {source}: " if source else ""
+def _checked(f: dataclasses.Field, kind: type, value: Any, label: str) -> Any:
+    """``value`` of field ``f``, checked against its type, choices and bounds; ``label`` names it in errors."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
         hint = " (quote it in YAML)" if kind is str else ""
-        raise UserError(f"{where}option {f.name!r} expects {kind.__name__}{hint}, got {value!r}")
+        raise UserError(f"{label} expects {kind.__name__}{hint}, got {value!r}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise UserError(f"{where}option {f.name!r}: expected one of {', '.join(choices)}, got {value!r}")
+        raise UserError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
+    if kind in (int, float) and value is not None:
+        _check_bounds(f, value, label)
     return value
+
+
+def _check_bounds(f: dataclasses.Field, value: float, label: str) -> None:
+    """Every number must be finite (argparse and YAML both accept nan and inf) and within the field's declared
+    ``min``, ``above`` (exclusive) and ``max``: a bad value fails now, not as a traceback hours into a run."""
+    if not math.isfinite(value):
+        raise UserError(f"{label}: expected a finite number, got {value}")
+    low, above, high = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
+    if low is not None and value < low:
+        raise UserError(f"{label}: expected at least {low}, got {value}")
+    if above is not None and value <= above:
+        raise UserError(f"{label}: expected more than {above}, got {value}")
+    if high is not None and value > high:
+        raise UserError(f"{label}: expected at most {high}, got {value}")
 
 
 def as_dict(*configs: Any) -> dict[str, Any]:

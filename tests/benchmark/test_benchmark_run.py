@@ -4,11 +4,16 @@ import argparse
 import csv
 import json
 
+import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from memcontrol.benchmark import BenchmarkJob
 from memcontrol.benchmark.grid import parse_mitigations, parse_rows
 from memcontrol.cli import main
+from memcontrol.data.imagefolder import load_image
+from memcontrol.metrics import tile_distances
 
 
 def _benchmark(config, out, *extra):
@@ -42,7 +47,13 @@ def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config,
     manifest = json.loads((cell / "model" / "manifest.json").read_text())
     assert (manifest["config"]["mitigation"], manifest["config"]["seed"], manifest["mask"]) == ("rwa", 0, best["mask"])
     metrics = json.loads((cell / "evaluation" / "metrics.json").read_text())
-    assert len(metrics["closest"]) == 2 and all(c["distance"] >= 0 for c in metrics["closest"])  # one per D_mem image
+    assert len(metrics["closest"]) == 2  # one per D_mem image
+    for closest in metrics["closest"]:  # the figures show the generation saved, beside the distance recorded
+        with Image.open(cell / "evaluation" / closest["file"]) as png:
+            generated = torch.from_numpy(np.asarray(png.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        training = (load_image(closest["training_image"], manifest["resolution"]) + 1) / 2
+        recomputed = float(tile_distances(generated[None], training[None], metrics["settings"]["extraction_grid"]))
+        assert closest["distance"] == pytest.approx(recomputed, abs=1 / 255)  # the saved PNG is 8-bit
     threshold = metrics["settings"]["extraction_threshold"]
     (record,) = [r for r in _csv(out / "cells.csv") if r["cell"] == cell.name]
     assert int(record["regenerated"]) == sum(c["distance"] < threshold for c in metrics["closest"])

@@ -64,5 +64,5 @@ def test_two_workers_write_the_one_process_table_and_a_failed_cell_loses_nothing
 
 def test_no_workers_is_a_one_line_error_before_anything_runs(tiny_search_config, tmp_path, capsys):
     assert _benchmark(tiny_search_config, tmp_path / "out", 0) == 2
-    assert capsys.readouterr().err.strip() == "memcontrol benchmark: error: --workers must be at least 1, got 0"
+    assert capsys.readouterr().err.strip() == "memcontrol benchmark: error: --workers: expected at least 1, got 0"
     assert not (tmp_path / "out").exists()

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -43,9 +44,18 @@ def test_evaluate_model_reports_every_metric_and_writes_the_extraction_figure(pi
 
 def test_audit_without_dmem_attacks_a_seeded_sample_of_training_pairs(pipe, tiny_data_dir, tmp_path):
     examples = load_imagefolder(tiny_data_dir)
-    metrics = audit_model(pipe, examples, resolution=16, extractor=make_extractor("pixels"), output_dir=tmp_path, settings=FAST, progress=False)
+    # A known answer: tile distances of [0, 1] images are at most 1, so under a threshold of 2 with groups of one,
+    # every attacked image is extracted, by the generation nearest it (the one `closest` reports).
+    everything_matches = dataclasses.replace(FAST, extraction_threshold=2.0, extraction_min_group=1)
+    metrics = audit_model(
+        pipe, examples, resolution=16, extractor=make_extractor("pixels"), output_dir=tmp_path, settings=everything_matches,
+        progress=False,
+    )
     assert len(metrics["attacked_prompts"]) == 3 and len(metrics["dmem"]) == 3
-    assert math.isfinite(metrics["amd"]) and metrics["extracted"] >= 0 and "fid" not in metrics
+    assert math.isfinite(metrics["amd"]) and metrics["extracted"] == 3 and "fid" not in metrics
+    extracted = [(e["prompt"], e["training_image"], e["generated_index"], e["distance"]) for e in metrics["extractions"]]
+    nearest = [(c["prompt"], c["training_image"], c["generated_index"], c["distance"]) for c in metrics["closest"]]
+    assert extracted == nearest and [e["prompt"] for e in metrics["extractions"]] == metrics["attacked_prompts"]
     assert (tmp_path / "extraction.png").is_file()
 
 

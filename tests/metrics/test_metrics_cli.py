@@ -2,7 +2,12 @@
 
 import json
 
+import pytest
+
 from memcontrol.cli import main
+from memcontrol.metrics import dmem_trajectory
+from memcontrol.models.pipeline import load_pipeline
+from memcontrol.runtime import native_resolution
 
 FAST = ["--num_inference_steps", "2", "--guidance_scale", "1.5", "--extraction_samples", "3",
         "--extraction_min_group", "2", "--device", "cpu", "--audit_prompts", "3"]
@@ -28,7 +33,16 @@ def test_audit_takes_any_diffusers_folder(tiny_model_dir, tiny_data_dir, tmp_pat
     assert main(["audit", "--model_dir", str(tiny_model_dir), "--train_data_dir", str(tiny_data_dir),
                  "--output_dir", str(tmp_path / "audit"), "--feature_extractor", "pixels", *FAST]) == 0
     metrics = json.loads((tmp_path / "audit" / "metrics.json").read_text())
-    assert len(metrics["attacked_prompts"]) == 3 and metrics["dmem_max"] >= metrics["dmem_mean"] >= 0
+    assert len(metrics["attacked_prompts"]) == 3
+    # The d_mem of that folder's model for the prompts it names, with the flags' steps, guidance and seed.
+    pipe = load_pipeline(str(tiny_model_dir))
+    expected = dmem_trajectory(
+        pipe, metrics["attacked_prompts"], num_inference_steps=2, guidance_scale=1.5, seed=0,
+        resolution=native_resolution(pipe), progress=False,
+    )
+    assert metrics["dmem"] == pytest.approx(expected.tolist(), rel=1e-5)
+    summary = (float(expected.mean()), float(expected.max()))
+    assert (metrics["dmem_mean"], metrics["dmem_max"]) == pytest.approx(summary, rel=1e-5)
 
 
 def test_unknown_feature_extractor_is_exit_status_2(tiny_model_dir, tmp_path, capsys):

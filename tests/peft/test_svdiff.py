@@ -78,6 +78,18 @@ def test_norm_deltas_take_their_own_learning_rate(tiny_unet):
     assert sum(len(g["params"]) for g in groups) == len(params)
 
 
+def test_decomposing_shows_progress_over_the_weights_unless_progress_is_off(tiny_unet, capsys):
+    """At SD v1.5 size the SVDs take minutes: a bar counts the weights decomposed."""
+    params = get_method("svdiff", MethodOptions(train_outside_sites=True)).apply(tiny_unet(), ())
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("svdiff: SVD of weights:") and f"/{len(params)} [" in line for line in bar)
+
+    quiet = get_method("svdiff")
+    quiet.progress = False
+    quiet.apply(tiny_unet(), ())
+    assert capsys.readouterr().err == ""
+
+
 def test_accounting_counts_from_shapes_without_an_svd(sd15, monkeypatch):
     def no_svd(*args, **kwargs):
         raise AssertionError("accounting must not decompose")

@@ -62,3 +62,48 @@ def test_every_choice_of_the_flags_is_implemented():
     assert set(PICK_RULES) == set(PICK_RULE_NAMES) == set(PICK_RULE_CHOICES) and set(CROSSOVERS) == set(CROSSOVER_CHOICES)
     for sampler in SAMPLER_CHOICES:
         make_sampler(SearchConfig(sampler=sampler), seed=0)
+
+
+@pytest.mark.parametrize("name, warns", [("cpu", False), ("benchmark-cpu", False), ("paper-sd15", True)])
+def test_a_preset_warns_where_nsga2_would_be_random_search(name, warns, recwarn):
+    from memcontrol.search.study import RandomSearchWarning, warn_if_random_search
+
+    warn_if_random_search(_preset(name).search)  # paper-sd15: the authors' 20 trials with a population of 50
+    assert [w.category for w in recwarn] == ([RandomSearchWarning] if warns else [])
+
+
+def test_nsga2_warns_below_twice_its_population_and_other_samplers_never(recwarn):
+    from memcontrol.config import SearchConfig
+    from memcontrol.search.study import RandomSearchWarning, warn_if_random_search
+
+    with pytest.warns(RandomSearchWarning, match="10 of the 19 trials are its random first generation"):
+        warn_if_random_search(SearchConfig(n_trials=19, population_size=10))
+    recwarn.clear()
+    warn_if_random_search(SearchConfig(n_trials=20, population_size=10))  # a whole bred generation
+    warn_if_random_search(SearchConfig(n_trials=5, population_size=10, sampler="tpe"))
+    assert not recwarn
+
+
+def test_a_run_folder_of_the_builtin_default_made_before_normalized_mean_had_its_name_resumes(tmp_path, capsys):
+    """Until normalized_mean had its name, run.json recorded the built-in default's normalised mean as "mean"."""
+    import json
+
+    from memcontrol.search.job import OPERATIONAL
+
+    options = {k: v for k, v in JobConfig.from_args(argparse.Namespace()).options().items() if k not in OPERATIONAL}
+    assert options["search.pick_rule"] == "normalized_mean"
+    stages = [{"stage": s, "seconds": 1.0} for s in ("search", "train", "evaluate", "report")]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"options": {**options, "search.pick_rule": "mean"}, "stages": stages}))
+    assert main(["run", "--output_dir", str(old)]) == 0
+    assert capsys.readouterr().out.count("done before, skipped") == 4
+    # Its mask was not picked by the paper's mean, nor is a new run's by the normalised mean: each refuses the other.
+    assert main(["run", "--output_dir", str(old), "--pick_rule", "mean"]) == 2
+    assert 'search.pick_rule="normalized_mean", not "mean"' in capsys.readouterr().err
+    new = tmp_path / "new"
+    new.mkdir()
+    recorded = {"version": 2, "options": {**options, "search.pick_rule": "mean"}, "stages": stages}
+    (new / "run.json").write_text(json.dumps(recorded))
+    assert main(["run", "--output_dir", str(new)]) == 2
+    assert 'search.pick_rule="mean", not "normalized_mean"' in capsys.readouterr().err

@@ -4,10 +4,12 @@ import csv
 import json
 
 import optuna
+import pytest
 import torch
 
 from memcontrol.cli import main
 from memcontrol.search import objective
+from memcontrol.search.study import RandomSearchWarning
 from memcontrol.train.engine import NonFiniteLoss
 
 
@@ -22,7 +24,9 @@ def _rows(out):
 
 def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_config, tmp_path, capsys):
     out = tmp_path / "search"
-    assert _search(tiny_search_config, out, "--baselines", "full@1e-3") == 0
+    with pytest.warns(RandomSearchWarning) as caught:  # 3 trials, population 2: the second generation is cut short
+        assert _search(tiny_search_config, out, "--baselines", "full@1e-3") == 0
+    assert sum(w.category is RandomSearchWarning for w in caught) == 1  # once per search, not per trial
     rows = _rows(out)
     assert [r["state"] for r in rows] == ["complete"] * 3
     best = json.loads((out / "best_mask.json").read_text())
@@ -42,10 +46,11 @@ def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_con
     study = optuna.load_study(study_name="memcontrol-svdiff", storage=f"sqlite:///{out / 'study.db'}")
     assert study.user_attrs["setup"]["data"]["dmem"] == data["dmem"]  # D_mem is recorded with the study
 
-    # Again: the study holds its trials, so nothing is trained again.
+    # Again: the study holds its trials, so nothing is trained again; another pick rule only picks again.
     record = (trial_dir / "trial.json").read_text()
-    assert _search(tiny_search_config, out, "--baselines", "full@1e-3") == 0
+    assert _search(tiny_search_config, out, "--baselines", "full@1e-3", "--pick_rule", "mean") == 0
     assert len(_rows(out)) == 3 and (trial_dir / "trial.json").read_text() == record
+    assert json.loads((out / "pareto.json").read_text())["pick_rule"] == "mean"
 
     # A proposal tried already is skipped, uncounted, rather than trained again: the inner loop is seeded.
     study.enqueue_trial(study.trials[0].params)

@@ -25,7 +25,7 @@ from memcontrol.peft import method_names
 from memcontrol.peft.mask_file import SearchedMask
 from memcontrol.pipeline.stages import Stage, run_stages
 from memcontrol.search.job import OPERATIONAL, JobConfig
-from memcontrol.train.job import run_train
+from memcontrol.train.job import resumed, run_train
 
 MEMCONTROL = "memcontrol"  # the row of the searched method, mask and learning rate
 CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model", "evaluation"
@@ -43,8 +43,10 @@ class BenchmarkConfig:
     mitigations: str = opt("none,rwa,threshold", "mitigations, comma-separated, each with its options (--rwa_probability, --threshold_quantile ...)")
     seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
     mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
-    figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure")
-    workers: int = opt(1, "processes running cells at once, one torch thread each, into one --output_dir; 1: this one")
+    figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure", min=1)
+    workers: int = opt(
+        1, "processes running cells at once, one torch thread each, into one --output_dir; 1: in this one", min=1
+    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ def cell_finished(directory: Path) -> bool:
 
 def _train(job: JobConfig, directory: Path, progress: bool) -> None:
     """fine-tune the cell's method with its mitigation"""
-    run_train(job.model, job.data, job.train, job.sample, directory / MODEL_DIR, progress=progress)
+    train = dataclasses.replace(job.train, resume_from_checkpoint=resumed(job.train))
+    run_train(job.model, job.data, train, job.sample, directory / MODEL_DIR, progress=progress)
 
 
 def _evaluate(job: JobConfig, directory: Path, progress: bool) -> None:

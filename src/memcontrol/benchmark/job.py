@@ -64,8 +64,6 @@ def run_benchmark(bench: BenchmarkJob, output_dir: str | Path, *, progress: bool
     _refuse_single_cell_options(job)
     specs = parse_rows(grid.methods, job.train.learning_rate)
     mitigations, seeds = parse_mitigations(grid.mitigations, job.train), parse_seeds(grid.seeds)
-    if grid.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {grid.workers}")
     output_dir = ensure_writable_dir(output_dir)
     searched = _searched_mask(job, grid, output_dir, progress) if any(method == MEMCONTROL for _, method, _ in specs) else None
     rows = [make_row(*spec, searched) for spec in specs]

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
@@ -94,6 +94,8 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
 def _example(root: Path, metadata: Path, where: str, row: dict) -> Example:
     file_name = _field(row, "file_name", metadata, where)
     text = _field(row, "text", metadata, where)
+    if not _inside(file_name):  # a dataset must not make us read (and train on, and publish samples of) other files
+        raise UserError(f"{metadata} {where}: field 'file_name' {file_name!r} must be a relative path inside {root}")
     image_path = root / file_name
     if not image_path.is_file():
         raise UserError(f"{metadata} {where}: file_name {file_name!r} does not exist in {root}")
@@ -102,6 +104,12 @@ def _example(root: Path, metadata: Path, where: str, row: dict) -> Example:
     if split is not None and split not in SPLITS:
         raise UserError(f"{metadata} {where}: split {split!r} is not one of {', '.join(SPLITS)}")
     return Example(image_path=image_path, text=text, subject_id=subject_id, split=split)
+
+
+def _inside(file_name: str) -> bool:
+    """Whether ``file_name`` names a path under the data folder: not absolute, and no ``..`` climbing above it."""
+    path = PurePath(file_name)
+    return not path.anchor and PurePath(os.path.normpath(path)).parts[:1] != (os.pardir,)
 
 
 def _field(row: dict, name: str, metadata: Path, where: str) -> str:
@@ -132,6 +140,9 @@ def load_image(path: str | os.PathLike, resolution: int) -> torch.Tensor:
             image = _to_rgb(image)
     except (OSError, ValueError) as e:
         raise UserError(f"image {path}: cannot be read ({e})") from None
+    except Image.DecompressionBombError:  # PIL's guard against images that would exhaust memory when decoded
+        limit = f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+        raise UserError(f"image {path}: larger than {limit}, PIL's decompression-bomb limit; resize it") from None
     image = center_crop(resize_shorter_side(image, resolution), resolution)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

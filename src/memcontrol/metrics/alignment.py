@@ -56,7 +56,16 @@ def load_clip(model: str | os.PathLike, device: str | torch.device = "cpu") -> t
             f"CLIP model {model}: not available on this machine ({str(e).strip().splitlines()[0]}); memcontrol never downloads "
             "weights: give a local folder, or fetch one once, e.g. `huggingface-cli download openai/clip-vit-large-patch14`"
         ) from None
+    _torchmetrics_clip_score()  # missing: say so now rather than after generating the images to score
     return clip, processor
+
+
+def _torchmetrics_clip_score() -> Callable:
+    try:
+        from torchmetrics.functional.multimodal import clip_score
+    except ImportError:
+        raise UserError("CLIP score: needs torchmetrics; install it with `pip install 'memcontrol[clip]'`") from None
+    return clip_score
 
 
 @torch.no_grad()
@@ -66,8 +75,7 @@ def clip_score(images: torch.Tensor, captions: Sequence[str], clip: tuple) -> fl
     ``clip`` comes from ``load_clip``. Images go through in batches; the result is the mean of the
     batch scores weighted by batch size.
     """
-    from torchmetrics.functional.multimodal import clip_score as torchmetrics_clip_score
-
+    torchmetrics_clip_score = _torchmetrics_clip_score()
     device = clip[0].device
     pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     total = 0.0

@@ -39,24 +39,24 @@ CLOSEST_DIR = "closest"  # each attacked prompt's generation nearest its trainin
 
 @dataclass
 class EvalSettings:
-    seed: int = opt(0, "seed of the evaluation's samples (image i uses seed + i)")
+    seed: int = opt(0, "seed of the evaluation's samples (image i uses seed + i)", min=0)
     eval_split: str = opt(
         "test", "split whose prompts and real images measure FID, AMD and alignment: test (the held-out evaluation), or "
         "validation to tune options such as the learning rate without looking at the test split", choices=EVAL_SPLITS,
     )
-    num_inference_steps: int | None = opt(None, "DDIM steps; default: the base model's recommendation")
-    guidance_scale: float | None = opt(None, "classifier-free guidance; default: the base model's recommendation")
-    batch_size: int = opt(16, "images per generation (and d_mem) forward pass")
-    feature_batch_size: int = opt(64, "images per feature-extractor forward pass")
-    fid_samples: int | None = opt(None, "test prompts (and real test images) used for FID; default: all")
+    num_inference_steps: int | None = opt(None, "DDIM steps; default: the base model's recommendation", min=1)
+    guidance_scale: float | None = opt(None, "classifier-free guidance; default: the base model's recommendation", min=0)
+    batch_size: int = opt(16, "images per generation (and d_mem) forward pass", min=1)
+    feature_batch_size: int = opt(64, "images per feature-extractor forward pass", min=1)
+    fid_samples: int | None = opt(None, "test prompts (and real test images) used for FID; default: all", min=2)
     dmem_mode: str = opt("trajectory", "trajectory (the paper's Eq. 6) or training-noise (the authors' code)", choices=DMEM_MODES)
-    dmem_samples_per_prompt: int = opt(1, "noise seeds per prompt for d_mem")
-    extraction_samples: int = opt(16, "generations per attacked prompt (Carlini et al.: 500, the authors: 50)")
-    extraction_min_group: int = opt(3, "clique size that flags a prompt (the authors: 3, Carlini et al.: 10)")
+    dmem_samples_per_prompt: int = opt(1, "noise seeds per prompt for d_mem", min=1)
+    extraction_samples: int = opt(16, "generations per attacked prompt (Carlini et al.: 500, the authors: 50)", min=1)
+    extraction_min_group: int = opt(3, "clique size that flags a prompt (the authors: 3, Carlini et al.: 10)", min=1)
     extraction_grouping: str = opt("clique", "clique, or connected-components (the authors' code)", choices=GROUPINGS)
-    extraction_threshold: float = opt(0.15, "normalised tile distance under which two images match (Carlini et al.)")
-    extraction_grid: int = opt(4, "tiles per side in the extraction distance")
-    audit_prompts: int = opt(100, "training pairs attacked by `audit` when the model has no D_mem")
+    extraction_threshold: float = opt(0.15, "normalised tile distance under which two images match (Carlini et al.)", above=0)
+    extraction_grid: int = opt(4, "tiles per side in the extraction distance", min=1)
+    audit_prompts: int = opt(100, "training pairs attacked by `audit` when the model has no D_mem", min=1)
 
     def __post_init__(self):
         """Fail before hours of generation, not after."""

@@ -127,7 +127,9 @@ class InceptionV3(FeatureExtractor):
             import torch_fidelity  # noqa: F401  (torchmetrics' Inception is torch-fidelity's)
             from torchmetrics.image.fid import NoTrainInceptionV3
         except Exception as e:  # not installed, or its torchvision fails to load
-            raise UserError(f"feature extractor 'inception': {e}; install it with `pip install torch-fidelity`") from None
+            raise UserError(
+                f"feature extractor 'inception': {e}; install it with `pip install 'memcontrol[inception]'`"
+            ) from None
         if not path.is_file():
             raise UserError(
                 f"feature extractor 'inception': weights file {path} not found; memcontrol never downloads weights: "

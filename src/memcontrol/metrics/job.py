@@ -11,12 +11,13 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig, opt
 from memcontrol.data.builtin import resolve_dataset
 from memcontrol.data.imagefolder import load_imagefolder
 from memcontrol.data.prepare import is_builtin, prepare_data
+from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER, caption_class
 from memcontrol.metrics.evaluate import EvalSettings, audit_model, evaluate_model
 from memcontrol.metrics.features import EXTRACTORS, FeatureExtractor, make_extractor
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
-from memcontrol.train.checkpoint import load_model, load_trained
+from memcontrol.train.checkpoint import MANIFEST_FILE, load_model, load_trained
 from memcontrol.train.job import sample_settings
 
 METRICS_FILE = "metrics.json"
@@ -72,7 +73,7 @@ def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path
     """Memorization metrics of any diffusers model (or `memcontrol train` output) against its training images."""
     device = make_accelerator(model_cfg).device
     dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]
-    pipe, base_model = load_model(model_dir, device=device, dtype=dtype)
+    pipe, base_model = load_model(_audited_model_dir(model_dir), device=device, dtype=dtype)
     examples = load_imagefolder(resolve_dataset(train_data_dir))
     extractor = feature_extractor(features, is_builtin(train_data_dir), device)
     metrics = audit_model(
@@ -80,6 +81,17 @@ def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path
         settings=resolve_sampling(settings, base_model),
     )
     return _write(output_dir, {**metrics, "model_dir": str(model_dir), "train_data_dir": train_data_dir})
+
+
+def _audited_model_dir(model_dir: str) -> str:
+    """``--model_dir`` of `audit`, checked here so that the error names that flag, not the base model's."""
+    path = Path(model_dir)
+    if model_dir != "builtin" and not (path / MANIFEST_FILE).is_file() and not (path / "model_index.json").is_file():
+        raise UserError(
+            f"--model_dir {model_dir}: expected a diffusers folder (with model_index.json) or the output folder of"
+            f" `memcontrol train` (with {MANIFEST_FILE})"
+        )
+    return model_dir
 
 
 def _write(output_dir, metrics: dict) -> dict:

@@ -63,6 +63,8 @@ class PeftMethod(ABC):
     """Decides which parameters of a U-Net fine-tuning may change, site by site (the mask)."""
 
     name: ClassVar[str] = ""
+    # Whether adapting shows progress where it is long (SV-DIFF's SVDs: minutes on SD v1.5 with every site on).
+    progress: bool = True
 
     def __init__(self, options: MethodOptions | None = None, cache: dict | None = None):
         self.options = options or MethodOptions()

@@ -24,7 +24,7 @@ class LoRA(PeftMethod):
         try:
             from peft import LoraConfig
         except ImportError:
-            raise UserError("--method lora needs the peft package: pip install 'memcontrol[peft]'") from None
+            raise UserError("--method lora needs peft, a memcontrol dependency: pip install peft") from None
         targets = [
             f"{path}.{projection}" for path, layer in unet.named_modules() if isinstance(layer, Attention)
             for projection in PROJECTIONS if on(f"{path}.{projection}")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 
 from memcontrol.peft.base import PeftMethod, Selector, register
 from memcontrol.peft.sites import authors_sites
@@ -68,12 +69,13 @@ class SVDiff(PeftMethod):
         return authors_sites(unet, every_up_attention=False)
 
     def adapt(self, unet: nn.Module, on: Selector) -> list[nn.Parameter]:
+        layers = [(p, m) for p, m in unet.named_modules() if isinstance(m, LAYERS) and m.weight is not None and on(p)]
+        quiet = not self.progress or all(layer.weight.is_meta for _, layer in layers)  # accounting runs no SVD
         deltas = []
-        for path, layer in list(unet.named_modules()):
-            if isinstance(layer, LAYERS) and layer.weight is not None and on(path):
-                shift = SpectralShift(self._factors(path, layer.weight))
-                parametrize.register_parametrization(layer, "weight", shift)
-                deltas.append(shift.delta)
+        for path, layer in tqdm(layers, desc=f"{self.name}: SVD of weights", unit="weight", disable=quiet, leave=False):
+            shift = SpectralShift(self._factors(path, layer.weight))
+            parametrize.register_parametrization(layer, "weight", shift)
+            deltas.append(shift.delta)
         return deltas
 
     def _factors(self, path: str, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:

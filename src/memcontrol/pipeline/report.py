@@ -119,7 +119,7 @@ def _search_section(search: Path, pareto: dict, data: dict, options: dict, objec
         f"![Hypervolume of the front after each trial](search/{CONVERGENCE_PNG})",
         "",
         f"Pareto front ({len(front)} of {pareto['completed_trials']} completed trials); the chosen mask has the lowest "
-        f"{PICK_RULE_NAMES[pareto['pick_rule']]} of the objectives min-max normalised over the completed trials:",
+        f"{PICK_RULE_NAMES[pareto['pick_rule']]}:",
         "",
         *markdown_table(["trial", "method", "mask", "learning rate", *names, "trainable", ""], front),
         "",

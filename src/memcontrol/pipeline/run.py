@@ -21,7 +21,7 @@ from memcontrol.pipeline.report import REPORT, write_report
 from memcontrol.pipeline.stages import Stage, run_stages
 from memcontrol.search.job import OPERATIONAL, JobConfig, run_search
 from memcontrol.search.results import BEST_MASK
-from memcontrol.train.job import run_train
+from memcontrol.train.job import resumed, run_train
 
 RUN_FILE = "run.json"
 SEARCH_DIR, MODEL_DIR, EVALUATION_DIR = "search", "model", "evaluation"
@@ -35,7 +35,10 @@ def _search(job: JobConfig, output_dir: Path, progress: bool) -> None:
 def _train(job: JobConfig, output_dir: Path, progress: bool) -> None:
     """fine-tune with the chosen mask on the full training split"""
     best = json.loads((output_dir / SEARCH_DIR / BEST_MASK).read_text())
-    train = dataclasses.replace(job.train, method=best["method"], mask=best["mask"], learning_rate=best["learning_rate"])
+    train = dataclasses.replace(
+        job.train, method=best["method"], mask=best["mask"], learning_rate=best["learning_rate"],
+        resume_from_checkpoint=resumed(job.train),
+    )
     run_train(job.model, job.data, train, job.sample, output_dir / MODEL_DIR, progress=progress)
 
 

@@ -19,6 +19,10 @@ from memcontrol.errors import UserError
 from memcontrol.io import write_json
 
 Stage = Callable[[Any, Path, bool], None]  # (job, folder, progress); its docstring says what it does
+STATE_VERSION = 2
+# Recorded values that a later version calls otherwise, by the version that recorded them (1: a file without
+# "version"): {version: {option: {recorded: now}}}. Until version 2, --pick_rule mean was the normalised mean.
+RENAMED_VALUES = {1: {"search.pick_rule": {"mean": "normalized_mean"}}}
 
 
 def run_stages(
@@ -48,17 +52,26 @@ def _as_stored(options: dict) -> dict:
 
 
 def _state(path: Path, options: dict, defaults: dict, label: str) -> dict:
-    if not path.is_file():
-        return {"options": options, "stages": []}  # a list: the file's keys are sorted, the stages keep their order
+    if not path.is_file():  # the stages in a list: the file's keys are sorted, the stages keep their order
+        return {"version": STATE_VERSION, "options": options, "stages": []}
     state = json.loads(path.read_text())
-    old = state["options"]
+    old = _renamed(state["options"], state.get("version", 1))
     key = changed_option(old, options, defaults)
     if key is not None:
         raise UserError(
             f"{path.parent} holds a {label} made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
             "give another --output_dir (or delete that folder)"
         )
-    return state
+    return {**state, "version": STATE_VERSION, "options": old}
+
+
+def _renamed(options: dict, version: int) -> dict:
+    """``options`` as recorded by ``version``, in the values' present names."""
+    for older in range(version, STATE_VERSION):
+        for key, names in RENAMED_VALUES.get(older, {}).items():
+            if key in options:
+                options = {**options, key: names.get(options[key], options[key])}
+    return options
 
 
 def _say(progress: bool, message: str) -> None:

@@ -28,10 +28,10 @@ PRETRAIN_DEFAULTS = dict(max_train_steps=2500, learning_rate=1e-3, lr_scheduler=
 
 @dataclass
 class PretrainConfig:
-    num_images: int = opt(20000, "general-domain images (shapes and photo crops) to pretrain on")
-    vae_steps: int = opt(2000, "VAE optimisation steps (batch 64)")
-    vae_learning_rate: float = opt(2e-3, "VAE AdamW learning rate (cosine decay)")
-    check_samples: int = opt(16, "samples per shape (and per quarter) in the caption-following checks")
+    num_images: int = opt(20000, "general-domain images (shapes and photo crops) to pretrain on", min=1)
+    vae_steps: int = opt(2000, "VAE optimisation steps (batch 64)", min=0)
+    vae_learning_rate: float = opt(2e-3, "VAE AdamW learning rate (cosine decay)", min=0)
+    check_samples: int = opt(16, "samples per shape (and per quarter) in the caption-following checks", min=1)
 
 
 def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig, accelerator: Accelerator, progress: bool = True) -> dict:

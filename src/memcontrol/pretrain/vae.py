@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from memcontrol.train.engine import batch_indices
+from memcontrol.train.engine import BatchIndices
 
 # The posterior's spread, fixed rather than learned (no loss trains it): about one pixel grey level on
 # the [-1, 1] scale, so that drawing latents from the posterior (--latent_sampling sample) stays faithful.
@@ -43,7 +43,7 @@ def train_vae(
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1), eta_min=learning_rate * 0.05)
-    batches = batch_indices(len(images), batch_size, generator)
+    batches = BatchIndices(len(images), batch_size, generator)
     vae.train()
     bar = tqdm(range(steps), desc="pretrain vae", disable=not progress, leave=False)
     for _ in bar:

@@ -33,7 +33,9 @@ from memcontrol.search.objective import TRIAL_FILE, InnerLoop, MaskObjective, Tr
 from memcontrol.search.objectives import Objective, parse_objectives
 from memcontrol.search.results import write_results
 from memcontrol.search.space import Proposal, SearchSpace, search_spaces
-from memcontrol.search.study import TrialSeededSampler, finished_count, make_sampler, open_storage, open_study, run_trials
+from memcontrol.search.study import (
+    TrialSeededSampler, finished_count, make_sampler, open_storage, open_study, run_trials, warn_if_random_search,
+)
 
 CPU_PRESET = "cpu"
 SEARCH_DATA = "search_data.json"
@@ -44,6 +46,7 @@ BASELINES_DIR = "baselines"
 OPERATIONAL = {
     "model.device", "data.dataloader_num_workers", "sample.sample_batch_size", "evaluation.batch_size",
     "evaluation.feature_batch_size", "search.storage", "search.heartbeat_interval", "search.grace_period", "search.max_retry",
+    "train.checkpointing_steps", "train.checkpoints_total_limit", "train.resume_from_checkpoint",
 }
 # Options that steer the search but not what one trial yields: a study may go on under other values.
 STEERING = {
@@ -105,6 +108,7 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     if job.search.n_trials < 1:
         raise UserError(f"--n_trials must be at least 1, got {job.search.n_trials}")
     objectives = parse_objectives(job.search.objectives)
+    warn_if_random_search(job.search)
     unet = meta_unet(job.model.pretrained_model_name_or_path)  # module paths only: no weights are loaded
     spaces, baselines = search_spaces(job.train, job.search, unet), _baselines(job, unet)
     data = prepare_data(job.data)

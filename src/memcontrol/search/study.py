@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -57,6 +58,28 @@ def make_sampler(cfg: SearchConfig, seed: int) -> BaseSampler:
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"--sampler: unknown {cfg.sampler!r}")
+
+
+class RandomSearchWarning(UserWarning):
+    """NSGA-II given too few trials to breed from its first generation, which is random."""
+
+
+def warn_if_random_search(cfg: SearchConfig) -> None:
+    """Warn when ``--sampler nsga2`` gets fewer trials than twice its population: its first generation is drawn at
+    random, so with fewer trials than the population the search is random search, and below twice the population
+    the bred second generation is cut short."""
+    if cfg.sampler != "nsga2" or cfg.n_trials >= 2 * cfg.population_size:
+        return
+    if cfg.n_trials <= cfg.population_size:
+        what = f"all {cfg.n_trials} trials are its random first generation: this is random search"
+    else:
+        what = (f"{cfg.population_size} of the {cfg.n_trials} trials are its random first generation and only "
+                f"{cfg.n_trials - cfg.population_size} are bred from them: mostly random search")
+    warnings.warn(
+        f"--sampler nsga2 with --n_trials {cfg.n_trials} and --population_size {cfg.population_size}: {what}; give at "
+        f"least {2 * cfg.population_size} trials, a smaller --population_size, or --sampler tpe or gp",
+        RandomSearchWarning, stacklevel=2,
+    )
 
 
 class TrialSeededSampler(BaseSampler):

@@ -20,11 +20,16 @@ class LatentCache:
     """The VAE posterior of every training image: a fresh latent sample is drawn at each step."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor | None, scaling_factor: float):
-        self.mean, self.std, self.scaling_factor = mean, std, scaling_factor
+        # In the standard memory format: a VAE's CPU convolutions return channels-last strides, which would
+        # carry into the U-Net, and torch 2.13's CPU GroupNorm backward crashes (SIGSEGV) on channels-last
+        # input that needs no gradient while the norm's weight trains (SV-DIFF, DiffFit).
+        self.mean = mean.contiguous()
+        self.std = None if std is None else std.contiguous()
+        self.scaling_factor = scaling_factor
 
     @classmethod
     @torch.no_grad()
-    def encode(cls, vae, batches: Iterable[torch.Tensor], total: int | None = None, progress: bool = True) -> "LatentCache":
+    def encode(cls, vae, batches: Iterable[torch.Tensor], total: int | None = None, progress: bool = True) -> LatentCache:
         means, stds = [], []
         for images in tqdm(batches, total=total, desc="encode images", disable=not progress, leave=False):
             posterior = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
@@ -43,7 +48,7 @@ class LatentCache:
         noise = torch.randn(mean.shape, generator=generator)
         return (mean + self.std[index] * noise) * self.scaling_factor
 
-    def posterior_means(self) -> "LatentCache":
+    def posterior_means(self) -> LatentCache:
         """The same images with deterministic latents (the posterior means)."""
         return LatentCache(self.mean, None, self.scaling_factor)
 
@@ -71,7 +76,7 @@ class CaptionEmbeddings:
         size = len(self.texts) * tokenizer.model_max_length * hidden * text_encoder.dtype.itemsize
         self.cache = self._encode_all(progress) if size <= EMBEDDING_CACHE_BYTES else None
 
-    def derive(self, captions: Sequence[str], extra: Iterable[str] = ()) -> "CaptionEmbeddings":
+    def derive(self, captions: Sequence[str], extra: Iterable[str] = ()) -> CaptionEmbeddings:
         """Embeddings of other captions (one per example, as in the constructor) with the same text encoder."""
         return CaptionEmbeddings(self.tokenizer, self.text_encoder, captions, self.progress, extra)
 

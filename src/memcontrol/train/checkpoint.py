@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import memcontrol
@@ -53,7 +54,13 @@ def read_manifest(model_dir: str | Path) -> dict:
         raise UserError(f"{path}: not valid JSON") from None
 
 
-def load_trained(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> tuple[StableDiffusionPipeline, dict]:
+def load_trained(
+    model_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> tuple[StableDiffusionPipeline, dict]:
     """Rebuild the fine-tuned pipeline: load the base, adapt it with the saved method, options and mask,
     load the trained part, and merge it into plain U-Net weights (sampling then costs what the base does).
     """
@@ -61,13 +68,25 @@ def load_trained(model_dir: str | Path, *, device: str | torch.device = "cpu", d
     weights = Path(model_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"--model_dir {model_dir}: no {WEIGHTS_FILE}")
+    _check_complete(weights)
     pipe = load_pipeline(manifest["base_model"], device=device, dtype=dtype)
     method = get_method(manifest["method"], MethodOptions.from_config(manifest.get("config", {})))
+    method.progress = progress
     method.apply(pipe.unet, [int(b) for b in manifest["mask"]])
     method.load_trained_state(pipe.unet, load_file(str(weights), device=str(pipe.device)))
     pipe.unet = method.merge(pipe.unet)
     pipe.unet.requires_grad_(False).eval()
     return pipe, manifest
+
+
+def _check_complete(weights: Path) -> None:
+    """Fail before the base model loads (and SV-DIFF's SVDs run) if the file is cut short or not safetensors:
+    opening it reads only the header, which must describe a file of exactly this size."""
+    try:
+        with safe_open(str(weights), framework="pt"):
+            pass
+    except SafetensorError as e:  # a full disk, an interrupted copy
+        raise UserError(f"{weights}: not a complete safetensors file ({e}); copy or train the model again") from None
 
 
 def load_model(

@@ -26,6 +26,7 @@ from memcontrol.mitigations import Mitigation, MitigationOptions, get_mitigation
 from memcontrol.peft import Mask, PeftMethod
 from memcontrol.runtime import WEIGHT_DTYPES, cast_frozen
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
+from memcontrol.train.state import Checkpoints, Progress, TrainingState
 
 LOG_EVERY = 10  # steps between loss read-outs: each one synchronises the device
 
@@ -59,14 +60,22 @@ class TrainResult:
         return self.trainable_parameters / self.total_parameters
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless full batches from consecutive seeded permutations (epochs run into each other)."""
-    buffer = torch.empty(0, dtype=torch.long)
-    while True:
-        while len(buffer) < batch_size:
-            buffer = torch.cat([buffer, torch.randperm(n, generator=generator)])
-        yield buffer[:batch_size]
-        buffer = buffer[batch_size:]
+class BatchIndices(Iterator[torch.Tensor]):
+    """Endless full batches from consecutive seeded permutations (epochs run into each other).
+
+    ``buffer`` (the rest of the current permutations) and the generator's state are where it stands: a checkpoint
+    saves both.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.buffer = torch.empty(0, dtype=torch.long)
+
+    def __next__(self) -> torch.Tensor:
+        while len(self.buffer) < self.batch_size:
+            self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=self.generator)])
+        batch, self.buffer = self.buffer[:self.batch_size], self.buffer[self.batch_size:]
+        return batch
 
 
 def fine_tune(
@@ -78,10 +87,12 @@ def fine_tune(
     accelerator: Accelerator,
     progress: bool = True,
     mitigation: Mitigation | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
     """Adapt ``pipe.unet`` in place with ``method``/``mask`` and train it on ``data`` with ``mitigation``.
 
     ``mitigation`` defaults to the one ``cfg`` names; a caller builds it first to check its options early.
+    ``checkpoints``: where the run saves checkpoints, and the one it resumes from.
     """
     if mitigation is None:
         mitigation = get_mitigation(cfg.mitigation, MitigationOptions.from_config(cfg))
@@ -110,10 +121,14 @@ def fine_tune(
     data = replace(data, captions=mitigation.setup(data.captions, generator))
     if cfg.latent_sampling == "mean":
         data = replace(data, latents=data.latents.posterior_means())
-    batches = batch_indices(len(data.latents), cfg.train_batch_size, generator)
+    batches = BatchIndices(len(data.latents), cfg.train_batch_size, generator)
+    state = TrainingState(unet, method, optimizer, lr_scheduler, generator, batches, result, accelerator)
+    resumed = checkpoints.restore(state) if checkpoints else Progress()
 
-    start, running, counted = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-    bar = tqdm(range(cfg.max_train_steps), desc=f"train {method.name}", disable=not progress, leave=False)
+    start, counted = time.perf_counter() - resumed.seconds, resumed.counted
+    running = torch.tensor(resumed.running_loss, device=accelerator.device)
+    bar = tqdm(range(resumed.step, cfg.max_train_steps), initial=resumed.step, total=cfg.max_train_steps,
+               desc=f"train {method.name}", disable=not progress, leave=False)
     for step in bar:
         loss, dropped = _loss(model, noise_scheduler, data, next(batches), cfg.caption_dropout, generator, accelerator, mitigation)
         result.dropped_samples += dropped
@@ -135,6 +150,8 @@ def fine_tune(
             bar.set_postfix(loss=f"{mean:.4f}")
             running.zero_()
             counted = 0
+        if checkpoints:
+            checkpoints.after_step(state, Progress(step + 1, running, counted, time.perf_counter() - start))
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unet.eval()
     result.steps, result.seconds = cfg.max_train_steps, time.perf_counter() - start

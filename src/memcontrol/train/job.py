@@ -14,13 +14,14 @@ from memcontrol.data.prepare import PreparedData, image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.mitigations import MitigationOptions, get_mitigation
 from memcontrol.models.pipeline import recommendations
-from memcontrol.peft import MethodOptions, PeftMethod, get_method
+from memcontrol.peft import Mask, MethodOptions, PeftMethod, get_method
 from memcontrol.peft.mask_file import resolve_mask
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling import generate, save_images
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.checkpoint import base_model_reference, save_trained
 from memcontrol.train.engine import TrainingSet, TrainResult, fine_tune
+from memcontrol.train.state import CHECKPOINTS_DIR, Checkpoints, recorded_options
 
 SAMPLE_PROMPTS = 8  # per group (D_mem, validation) in the grid written after training
 
@@ -62,9 +63,13 @@ def run_train(
     accelerator = accelerator or make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
     mask = resolve_mask(train_cfg.mask, method, pipe.unet)
+    checkpoints = run_checkpoints(output_dir, model_cfg, data_cfg, train_cfg, mask, accelerator)
     resolution = data_cfg.resolution or native_resolution(pipe)
     training_set = build_training_set(pipe, data.training, resolution, data_cfg.dataloader_num_workers, progress)
-    result = fine_tune(pipe, method, mask, training_set, train_cfg, accelerator, progress=progress, mitigation=mitigation)
+    result = fine_tune(
+        pipe, method, mask, training_set, train_cfg, accelerator,
+        progress=progress, mitigation=mitigation, checkpoints=checkpoints,
+    )
     summary = train_summary(result)
     save_trained(output_dir, pipe, method, mask, {
         "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
@@ -78,6 +83,29 @@ def run_train(
     settings = sample_settings(model_cfg.pretrained_model_name_or_path, sample_cfg)
     sample_grid(pipe, data, resolution, settings, sample_cfg.sample_batch_size, train_cfg.seed, output_dir, progress)
     return summary
+
+
+def resumed(train_cfg: TrainConfig) -> str | None:
+    """What a stage that was interrupted resumes from: --resume_from_checkpoint if given, else the latest checkpoint
+    of its folder when it saves any (a stage run for the first time finds none and starts from step 0)."""
+    return train_cfg.resume_from_checkpoint or ("latest" if train_cfg.checkpointing_steps else None)
+
+
+def run_checkpoints(
+    output_dir: Path, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, mask: Mask,
+    accelerator: Accelerator,
+) -> Checkpoints | None:
+    """The run's checkpoints in ``output_dir/checkpoints``, recording the options (and the mask's bits, whatever
+    named them) that a resumed run must share; None when it neither saves nor resumes any."""
+    if not train_cfg.checkpointing_steps and train_cfg.resume_from_checkpoint is None:
+        return None
+    options = {**as_dict(model_cfg, data_cfg, train_cfg), "mask": "".join(map(str, mask))}
+    options["num_processes"] = accelerator.num_processes
+    defaults = {**as_dict(ModelConfig(), DataConfig(), TrainConfig()), "num_processes": 1}
+    return Checkpoints(
+        output_dir / CHECKPOINTS_DIR, train_cfg.checkpointing_steps, train_cfg.checkpoints_total_limit,
+        train_cfg.resume_from_checkpoint, recorded_options(options), recorded_options(defaults),
+    )
 
 
 def train_summary(result: TrainResult) -> dict:
