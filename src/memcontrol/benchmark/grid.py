@@ -11,6 +11,7 @@ A stage done is skipped when the benchmark runs again; a cell made with other op
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,9 @@ class BenchmarkConfig:
     seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
     mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
     figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure", min=1)
+    workers: int = opt(
+        1, "processes running cells at once, one torch thread each, into one --output_dir; 1: in this one", min=1
+    )
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,19 @@ def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> Non
         STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), JobConfig.with_defaults().options(), progress=progress,
         label=f"cell {cell.name}",
     )
+
+
+def check_cell(job: JobConfig, cell: Cell, directory: Path) -> None:
+    """Refuse a folder holding ``cell`` made with other options now, before any cell trains (no stage runs)."""
+    no_stage: dict[str, Stage] = {}
+    defaults, label = JobConfig.with_defaults().options(), f"cell {cell.name}"
+    run_stages(no_stage, cell.job(job), directory, CELL_FILE, cell.options(job), defaults, progress=False, label=label)
+
+
+def cell_finished(directory: Path) -> bool:
+    """Whether every stage of the cell in ``directory`` is done."""
+    path = directory / CELL_FILE
+    return path.is_file() and {d["stage"] for d in json.loads(path.read_text())["stages"]} >= STAGES.keys()
 
 
 def _train(job: JobConfig, directory: Path, progress: bool) -> None:

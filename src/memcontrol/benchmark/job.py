@@ -2,8 +2,10 @@
 
     output_dir/
       search/                  the search for the memcontrol row (`memcontrol search`), unless --mask_file is given
-      cells/ROW-MITIGATION-seedN/   each cell's model/, evaluation/ and cell.json (see memcontrol.benchmark.grid)
+      cells/ROW-MITIGATION-seedN/   each cell's model/, evaluation/ and cell.json (see memcontrol.benchmark.grid);
+                               failure.txt where the cell failed under --workers (see memcontrol.benchmark.workers)
       table.md, table.csv      per method and mitigation, mean and spread over the seeds; cells.csv: every seed
+      tradeoff.png, .csv       every line of the table as FID against regenerated and against AMD, with the front
       closest-MITIGATION.png   per mitigation, each D_mem image and every method's nearest generation (first seed)
 """
 
@@ -17,9 +19,11 @@ from tqdm.auto import tqdm
 
 from memcontrol.benchmark.figure import plot_closest
 from memcontrol.benchmark.grid import (
-    CELLS_DIR, EVALUATION_DIR, MEMCONTROL, BenchmarkConfig, Cell, Row, make_row, parse_mitigations, parse_rows, parse_seeds, run_cell,
+    CELLS_DIR, EVALUATION_DIR, MEMCONTROL, BenchmarkConfig, Cell, Row, cell_finished, check_cell, make_row, parse_mitigations,
+    parse_rows, parse_seeds, run_cell,
 )
 from memcontrol.benchmark.table import cell_record, write_tables
+from memcontrol.benchmark.workers import FAILURE_FILE, run_cells_in_workers
 from memcontrol.config import build, load_yaml
 from memcontrol.data.prepare import is_builtin
 from memcontrol.errors import UserError
@@ -63,12 +67,38 @@ def run_benchmark(bench: BenchmarkJob, output_dir: str | Path, *, progress: bool
     output_dir = ensure_writable_dir(output_dir)
     searched = _searched_mask(job, grid, output_dir, progress) if any(method == MEMCONTROL for _, method, _ in specs) else None
     rows = [make_row(*spec, searched) for spec in specs]
-    cells = [Cell(row, mitigation, seed) for row in rows for mitigation in mitigations for seed in seeds]
-    for cell in tqdm(cells, desc="benchmark", unit="cell", disable=not progress):
-        run_cell(job, cell, output_dir / CELLS_DIR / cell.name, progress)
-    figures = [_figure(rows, mitigation, seeds[0], grid.figure_rows, output_dir) for mitigation in mitigations]
-    records = [cell_record(output_dir / CELLS_DIR / cell.name) for cell in cells]
-    return write_tables(records, output_dir, [name for name in figures if name])
+    grid_cells = [Cell(row, mitigation, seed) for row in rows for mitigation in mitigations for seed in seeds]
+    cells = {cell: output_dir / CELLS_DIR / cell.name for cell in grid_cells}
+    for cell, directory in cells.items():
+        check_cell(job, cell, directory)
+    failures = _run_cells(job, cells, grid.workers, progress)
+    done = [cell for cell in cells if cell not in failures]
+    if not done:
+        raise UserError(f"every cell failed: {_failed(failures)}")
+    figures = [_figure(rows, mitigation, seeds[0], grid.figure_rows, output_dir, failures) for mitigation in mitigations]
+    records = [cell_record(cells[cell]) for cell in done]
+    table = write_tables(records, output_dir, [name for name in figures if name], failed=[cell.name for cell in failures])
+    if failures:
+        raise UserError(f"{len(failures)} of {len(cells)} cells failed, the table holds the others: {_failed(failures)}")
+    return table
+
+
+def _run_cells(job: JobConfig, cells: dict[Cell, Path], workers: int, progress: bool) -> dict[Cell, str]:
+    """Run ``cells`` here one after another (a failure stops the benchmark), or in ``workers`` processes; return the
+    failures."""
+    if workers == 1:
+        for cell, directory in tqdm(cells.items(), desc="benchmark", unit="cell", disable=not progress):
+            run_cell(job, cell, directory, progress)
+            (directory / FAILURE_FILE).unlink(missing_ok=True)  # an earlier --workers run's failure, retried
+        return {}
+    todo = {cell: directory for cell, directory in cells.items() if not cell_finished(directory)}
+    if progress and len(todo) < len(cells):
+        tqdm.write(f"benchmark: {len(cells) - len(todo)} of {len(cells)} cells done before, skipped")
+    return run_cells_in_workers(job, todo, min(workers, len(todo)), progress=progress) if todo else {}
+
+
+def _failed(failures: dict[Cell, str]) -> str:
+    return "; ".join(f"{cell.name} ({error}, see cells/{cell.name}/{FAILURE_FILE})" for cell, error in failures.items())
 
 
 def _refuse_single_cell_options(job: JobConfig) -> None:
@@ -91,8 +121,13 @@ def _searched_mask(job: JobConfig, grid: BenchmarkConfig, output_dir: Path, prog
     return read_mask_file(str(output_dir / SEARCH_DIR / BEST_MASK), "the search's")
 
 
-def _figure(rows: list[Row], mitigation: str, seed: int, max_rows: int, output_dir: Path) -> str | None:
-    """closest-MITIGATION.png of the given seed's cells; None where there is nothing to show."""
-    columns = [(row.label, output_dir / CELLS_DIR / Cell(row, mitigation, seed).name / EVALUATION_DIR) for row in rows]
+def _figure(
+    rows: list[Row], mitigation: str, seed: int, max_rows: int, output_dir: Path, failures: dict[Cell, str]
+) -> str | None:
+    """closest-MITIGATION.png of the given seed's cells that did not fail; None where there is nothing to show."""
+    shown = [cell for cell in (Cell(row, mitigation, seed) for row in rows) if cell not in failures]
+    if not shown:
+        return None
+    columns = [(cell.row.label, output_dir / CELLS_DIR / cell.name / EVALUATION_DIR) for cell in shown]
     path = plot_closest(columns, output_dir / f"closest-{mitigation}.png", rows=max_rows, title=f"mitigation {mitigation}, seed {seed}")
     return path.name if path else None

@@ -10,8 +10,10 @@ import csv
 import io
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
+from memcontrol.benchmark.tradeoff import TRADEOFF_COLUMNS, TRADEOFF_CSV, TRADEOFF_PNG, plot_tradeoff, tradeoff_points
 from memcontrol.io import write_text
 from memcontrol.pipeline.report import format_number, markdown_table
 
@@ -75,11 +77,15 @@ def _summary(group: list[dict]) -> dict:
     return out
 
 
-def write_tables(records: list[dict], output_dir: Path, figures: list[str]) -> Path:
-    """Write table.md (with the ``figures`` below it), table.csv and cells.csv; return table.md's path."""
+def write_tables(records: list[dict], output_dir: Path, figures: list[str], failed: Sequence[str] = ()) -> Path:
+    """Write table.md (with the trade-off and the ``figures`` below it, and the ``failed`` cells named), table.csv,
+    cells.csv and the trade-off's tradeoff.png and tradeoff.csv; return table.md's path."""
     summaries = summarise(records)
     _write_csv(output_dir / CELLS_CSV, records, [*DESCRIPTION, "seed", *(k for k, _ in MEASURES), "cell"])
     _write_csv(output_dir / TABLE_CSV, summaries, [*DESCRIPTION, "seeds", *(f"{k}_{s}" for k, _ in MEASURES for s in ("mean", "sd"))])
+    points = tradeoff_points(summaries)
+    _write_csv(output_dir / TRADEOFF_CSV, points, list(TRADEOFF_COLUMNS))
+    plot_tradeoff(points, output_dir / TRADEOFF_PNG)
     first = records[0]
     rows = [
         [s["row"], s["mitigation"], f"{s['method']} `{s['mask']}`", s["learning_rate"], *(_spread(s, key) for key, _ in MEASURES)]
@@ -95,6 +101,10 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str]) -> P
         "samples) and evaluation of a cell. Every seed's values are in cells.csv.",
         "",
         *markdown_table(["method", "mitigation", "trains (mask)", "learning rate", *(header for _, header in MEASURES)], rows),
+        "",
+        *([f"Failed, not in the table (each cell's failure.txt says why; run again to retry): {', '.join(failed)}.", ""]
+          if failed else []),
+        f"![FID against regenerated and AMD, with the Pareto front]({TRADEOFF_PNG})",
         "",
         *(line for name in figures for line in (f"![closest generations]({name})", "")),
     ]
