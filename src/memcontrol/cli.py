@@ -135,7 +135,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
 
     table = run_benchmark(BenchmarkJob.from_args(args), args.output_dir)
     print(table.read_text())
-    print(f"table.md, table.csv, cells.csv and the closest-generation figures written to {args.output_dir}")
+    print(f"table.md, table.csv, cells.csv, tradeoff.png/csv and the closest-generation figures written to {args.output_dir}")
 
 
 def _cmd_train_encoder(args: argparse.Namespace) -> None:
