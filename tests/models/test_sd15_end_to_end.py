@@ -1,0 +1,127 @@
+"""Stable Diffusion v1.5's real architecture (random weights) through every command, on the CPU at 64 px.
+
+Slow (minutes: a 4.3 GB folder is written, every method trains a step of the 860M-parameter U-Net);
+each command runs in its own process, as a user runs it, so that a native crash fails its test
+instead of the session and the memory of each run is returned when it ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from memcontrol.models.pipeline import load_pipeline
+from memcontrol.models.sd15 import write_random_imagefolder, write_random_sd15
+
+pytestmark = pytest.mark.slow
+
+RESOLUTION = "64"
+TRAIN_FLAGS = ["--resolution", RESOLUTION, "--train_batch_size", "2", "--max_train_steps", "1", "--lr_warmup_steps", "0",
+               "--num_inference_steps", "2", "--validation_fraction", "0.25", "--test_fraction", "0.25", "--device", "cpu"]
+
+
+def memcontrol(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memcontrol.cli", *args], check=False, capture_output=True, text=True)
+
+
+def assert_succeeded(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, f"exit status {run.returncode}:\n{run.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory):
+    """(model folder, data folder): the random-weight SD v1.5 folder and 16 random 64 px images."""
+    root = tmp_path_factory.mktemp("sd15")
+    return write_random_sd15(root / "model"), write_random_imagefolder(root / "data", count=16)
+
+
+def train(sd15, method: str, output_dir, *flags: str) -> dict:
+    model_dir, data_dir = sd15
+    assert_succeeded(memcontrol("train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
+                                "--method", method, "--output_dir", str(output_dir), *TRAIN_FLAGS, *flags))
+    manifest = json.loads((output_dir / "manifest.json").read_text())
+    assert manifest["method"] == method and manifest["resolution"] == int(RESOLUTION)
+    assert (output_dir / "samples" / "grid.png").is_file()
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def lora_model(sd15, tmp_path_factory):
+    """A LoRA fine-tune of the SD v1.5 folder, for generate and audit."""
+    output_dir = tmp_path_factory.mktemp("sd15-lora")
+    train(sd15, "lora", output_dir)
+    return output_dir
+
+
+def test_the_folder_has_sd15s_published_architecture(sd15):
+    pipe = load_pipeline(str(sd15[0]))
+    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")}
+    assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler" and pipe.scheduler.config.skip_prk_steps
+    assert pipe.vae.config.scaling_factor == 0.18215
+    ids = pipe.tokenizer(["a chest x-ray"], padding="max_length", max_length=pipe.tokenizer.model_max_length).input_ids[0]
+    assert len(ids) == 77 and ids[0] == 49406 and ids[-1] == 49407  # CLIP's start and end (= padding) tokens
+    assert (sd15[0] / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+# SV-DIFF on one block (down_blocks.0.attentions.0, 320 channels): the same path as on all 16, without the
+# minutes of SVDs of the 1280-channel weights (benchmarks/sd15_architecture.py times those).
+MASKS = {"svdiff": "1" + "0" * 15}
+
+
+@pytest.mark.parametrize("method", ["freeze", "attention", "difffit", "svdiff"])
+def test_every_method_trains_a_step_of_the_sd15_unet(sd15, method, tmp_path):
+    mask = ["--mask", MASKS[method]] if method in MASKS else []
+    result = train(sd15, method, tmp_path / method, *mask)["result"]
+    assert result["steps"] == 1 and result["total_parameters"] == 859_520_964
+    if method == "freeze":
+        assert result["trainable_parameters"] == 0
+    else:
+        assert result["trainable_parameters"] > 0 and math.isfinite(result["final_loss"])
+        assert load_file(tmp_path / method / "trained.safetensors")
+
+
+def test_lora_trains_and_its_model_generates(lora_model, tmp_path):
+    manifest = json.loads((lora_model / "manifest.json").read_text())
+    assert manifest["result"]["steps"] == 1 and math.isfinite(manifest["result"]["final_loss"])
+    assert_succeeded(memcontrol("generate", "--model_dir", str(lora_model), "--prompt", "chest x-ray: mild cardiomegaly",
+                                "--num_images", "2", "--num_inference_steps", "10", "--resolution", RESOLUTION,
+                                "--device", "cpu", "--output_dir", str(tmp_path / "generated")))
+    assert len(list((tmp_path / "generated").glob("*.png"))) >= 2
+
+
+def test_audit_of_the_fine_tuned_sd15(sd15, lora_model, tmp_path):
+    assert_succeeded(memcontrol("audit", "--model_dir", str(lora_model), "--train_data_dir", str(sd15[1]),
+                                "--feature_extractor", "pixels", "--num_inference_steps", "2", "--guidance_scale", "1.5",
+                                "--extraction_samples", "2", "--extraction_min_group", "2", "--audit_prompts", "1",
+                                "--dmem_samples_per_prompt", "1", "--device", "cpu", "--output_dir", str(tmp_path / "audit")))
+    metrics = json.loads((tmp_path / "audit" / "metrics.json").read_text())
+    assert len(metrics["attacked_prompts"]) == 1 and metrics["dmem_max"] >= metrics["dmem_mean"] >= 0
+
+
+def test_two_trial_search_in_the_paper_layout(sd15, tmp_path):
+    model_dir, data_dir = sd15
+    assert_succeeded(memcontrol(
+        "search", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
+        "--method", "attention", "--layout", "paper", "--n_trials", "2", "--population_size", "2",
+        "--trial_train_steps", "1", "--dmem_size", "2", "--dmem_repeats", "2", "--proxy_fraction", "0.5",
+        "--trial_fid_samples", "2", "--guidance_scale", "1.5", "--dmem_samples_per_prompt", "1",
+        "--feature_extractor", "pixels", "--sample_batch_size", "4", "--output_dir", str(tmp_path / "search"), *TRAIN_FLAGS,
+    ))
+    with (tmp_path / "search" / "trials.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    assert [t["state"] for t in trials] == ["complete"] * 2
+    assert all(len(t["mask"]) == 16 for t in trials)  # the authors' 16 attention-tuning sites
+    assert json.loads((tmp_path / "search" / "best_mask.json").read_text())["method"] == "attention"
+
+
+def test_full_fine_tuning_of_the_sd15_unet(sd15, tmp_path):
+    """Last, alone: 860M trainable parameters with their AdamW state take about 14 GB."""
+    result = train(sd15, "full", tmp_path / "full")["result"]
+    assert result["trainable_parameters"] == 859_520_964 and math.isfinite(result["final_loss"])
