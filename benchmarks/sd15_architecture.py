@@ -1,7 +1,7 @@
 """Every command of memcontrol on Stable Diffusion v1.5's exact architecture (random weights), on the CPU.
 
     python benchmarks/sd15_architecture.py [--work_dir DIR] [--methods full,freeze,svdiff,difffit,attention,lora]
-        [--steps 2] [--batch_size 2] [--resolution 64] [--search_method attention]
+        [--steps 2] [--batch_size 2] [--resolution 64] [--no-time_svd] [--search_method attention]
 
 Writes the random-weight SD v1.5 folder once (memcontrol.models.sd15: the published U-Net, VAE and
 CLIP text-encoder configs, PNDM scheduler, safetensors; kept in --work_dir for the next run) and 16
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="training steps per method")
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--time_svd", action=argparse.BooleanOptionalAction, default=True,
+                        help="time SV-DIFF's SVDs alone as well (about 3 to 5 minutes on one thread)")
     parser.add_argument("--search_method", default="attention", help="method of the 2-trial search (paper layout)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each figure as soon as it is measured: the run takes many minutes
@@ -105,7 +107,7 @@ def main() -> None:
     write_random_imagefolder(data_dir, count=16, size=args.resolution)
 
     methods = [m for m in args.methods.split(",") if m]
-    if "svdiff" in methods:
+    if "svdiff" in methods and args.time_svd:
         print(f"SV-DIFF SVD set-up alone (svdiff.apply, in this process): {svd_setup_seconds(model_dir):.1f} s ({load()})")
     rows, failed = [], []
     for method in methods:
