@@ -1,8 +1,9 @@
 """Stable Diffusion v1.5's real architecture (random weights) through every command, on the CPU at 64 px.
 
-Slow: 18 minutes on the project's 2-core machine while other jobs ran (load 4 to 7; December 2026), 14.7 GB
-peak (full fine-tuning). A 4.3 GB folder is written, every method trains a step of the 860M-parameter U-Net, and
-each command runs in its own process, as a user runs it, so that a native crash fails its test instead of the
+A 4.3 GB folder is written and every PEFT method trains a step of the 860M-parameter U-Net (the default run);
+the tests marked heavy then take the fine-tuned model through generate and audit, run a 2-trial paper-layout
+search and fully fine-tune (14.7 GB peak): all of it took 18 minutes on the project's 2-core machine while other
+jobs ran (load 4 to 7; December 2026), so the heavy ones run on demand (-m heavy). Each command runs in its own process, as a user runs it, so that a native crash fails its test instead of the
 session and each run's memory is returned when it ends. What is written (the folder, full fine-tuning's
 3.4 GB of weights) is deleted at the end rather than left to pytest's kept temporary folders.
 """
@@ -90,7 +91,7 @@ def test_the_folder_has_sd15s_published_architecture(sd15):
 MASKS = {"svdiff": "1" + "0" * 15}
 
 
-@pytest.mark.parametrize("method", ["freeze", "attention", "difffit", "svdiff"])
+@pytest.mark.parametrize("method", ["freeze", "attention", "lora", "difffit", "svdiff"])
 def test_every_method_trains_a_step_of_the_sd15_unet(sd15, method, tmp_path):
     mask = ["--mask", MASKS[method]] if method in MASKS else []
     result = train(sd15, method, tmp_path / method, *mask)["result"]
@@ -102,6 +103,7 @@ def test_every_method_trains_a_step_of_the_sd15_unet(sd15, method, tmp_path):
         assert load_file(tmp_path / method / "trained.safetensors")
 
 
+@pytest.mark.heavy
 def test_lora_trains_and_its_model_generates(lora_model, tmp_path):
     manifest = json.loads((lora_model / "manifest.json").read_text())
     assert manifest["result"]["steps"] == 1 and math.isfinite(manifest["result"]["final_loss"])
@@ -111,15 +113,17 @@ def test_lora_trains_and_its_model_generates(lora_model, tmp_path):
     assert len(list((tmp_path / "generated").glob("*.png"))) >= 2
 
 
+@pytest.mark.heavy
 def test_audit_of_the_fine_tuned_sd15(sd15, lora_model, tmp_path):
     assert_succeeded(memcontrol("audit", "--model_dir", str(lora_model), "--train_data_dir", str(sd15[1]),
                                 "--feature_extractor", "pixels", "--num_inference_steps", "2", "--guidance_scale", "1.5",
                                 "--extraction_samples", "2", "--extraction_min_group", "2", "--audit_prompts", "1",
                                 "--dmem_samples_per_prompt", "1", "--device", "cpu", "--output_dir", str(tmp_path / "audit")))
     metrics = json.loads((tmp_path / "audit" / "metrics.json").read_text())
-    assert len(metrics["attacked_prompts"]) == 1 and metrics["dmem_max"] >= metrics["dmem_mean"] >= 0
+    assert len(metrics["attacked_prompts"]) == 1 and math.isfinite(metrics["dmem_mean"]) and metrics["dmem_mean"] > 0
 
 
+@pytest.mark.heavy
 def test_two_trial_search_in_the_paper_layout(sd15, tmp_path):
     model_dir, data_dir = sd15
     assert_succeeded(memcontrol(
@@ -136,6 +140,7 @@ def test_two_trial_search_in_the_paper_layout(sd15, tmp_path):
     assert json.loads((tmp_path / "search" / "best_mask.json").read_text())["method"] == "attention"
 
 
+@pytest.mark.heavy
 def test_full_fine_tuning_of_the_sd15_unet(sd15, tmp_path):
     """Last, alone: 860M trainable parameters with their AdamW state take about 14 GB."""
     result = train(sd15, "full", tmp_path / "full")["result"]
