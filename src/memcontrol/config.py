@@ -134,6 +134,7 @@ class SampleConfig:
 SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
 CROSSOVER_CHOICES = ("uniform", "blxalpha", "sbx", "vsbx", "undx", "spx")
 PICK_RULE_CHOICES = ("normalized_mean", "mean", "ideal", "chebyshev")
+STRATEGY_CHOICES = ("bilevel", "oneshot")
 
 
 @dataclass
@@ -176,6 +177,20 @@ class SearchConfig:
     heartbeat_interval: int = opt(60, "seconds between a running trial's heartbeats", min=1)
     grace_period: int | None = opt(None, "seconds without a heartbeat after which a trial counts as interrupted; default: 2 heartbeats", min=1)
     max_retry: int = opt(1, "times an interrupted trial is run again with the same proposal", min=0)
+    strategy: str = opt(
+        "bilevel", "bilevel: each trial fine-tunes one proposed mask (the paper); oneshot: train one weight-sharing supernet on "
+        "the proxy set, score masks from it without retraining, and confirm its Pareto front with stand-alone trials",
+        choices=STRATEGY_CHOICES,
+    )
+    supernet_train_steps: int | None = opt(None, "oneshot: optimisation steps of the supernet; default: twice a trial's", min=1)
+    oneshot_masks: int = opt(
+        128, "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
+        "--sampler proposes", min=1,
+    )
+    oneshot_fid_samples: int = opt(8, "oneshot: validation prompts for a mask's FID scored from the supernet", min=2)
+    oneshot_dmem_prompts: int | None = opt(None, "oneshot: D_mem prompts for a mask's d_mem scored from the supernet; default: all", min=1)
+    oneshot_inference_steps: int | None = opt(None, "oneshot: DDIM steps when scoring from the supernet; default: a trial's", min=1)
+    oneshot_confirm: int = opt(3, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1)
 
 
 def _base_type(annotation: Any) -> type:

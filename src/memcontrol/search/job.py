@@ -6,6 +6,8 @@
       trials/STUDY/NNNN/  each trial: trial.json (proposal, metrics, trainable fraction, time, state) and samples/
       baselines/NAME/     the same for each of --baselines (a method with every site on)
       trials.csv, pareto.json, best_mask.json, pareto.png, convergence.png
+      oneshot/, oneshot.csv  with --strategy oneshot: the supernet and its scores (memcontrol.search.oneshot); its
+                          trials are the masks it confirms, in the study STUDY_NAME-METHOD-oneshot
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -31,6 +33,7 @@ from memcontrol.peft.accounting import meta_unet
 from memcontrol.search.data import describe_proxy, proxy_training_set
 from memcontrol.search.objective import TRIAL_FILE, InnerLoop, MaskObjective, TrialFailed
 from memcontrol.search.objectives import Objective, parse_objectives
+from memcontrol.search.oneshot import ONESHOT, run_oneshot
 from memcontrol.search.results import write_results
 from memcontrol.search.space import Proposal, SearchSpace, search_spaces
 from memcontrol.search.study import (
@@ -52,7 +55,8 @@ OPERATIONAL = {
 STEERING = {
     "search.n_trials", "search.sampler", "search.population_size", "search.crossover", "search.crossover_prob",
     "search.mutation_prob", "search.startup_trials", "search.search_seed", "search.pick_rule", "search.baselines",
-    "search.study_name",
+    "search.study_name", "search.strategy", "search.supernet_train_steps", "search.oneshot_masks", "search.oneshot_fid_samples",
+    "search.oneshot_dmem_prompts", "search.oneshot_inference_steps", "search.oneshot_confirm",
 }
 
 
@@ -108,7 +112,9 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     if job.search.n_trials < 1:
         raise UserError(f"--n_trials must be at least 1, got {job.search.n_trials}")
     objectives = parse_objectives(job.search.objectives)
-    warn_if_random_search(job.search)
+    oneshot = job.search.strategy == ONESHOT
+    if not oneshot:
+        warn_if_random_search(job.search)
     unet = meta_unet(job.model.pretrained_model_name_or_path)  # module paths only: no weights are loaded
     spaces, baselines = search_spaces(job.train, job.search, unet), _baselines(job, unet)
     data = prepare_data(job.data)
@@ -117,13 +123,22 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     write_json(output_dir / SEARCH_DATA, {**data_record, "proxy": [str(e.image_path) for e in dict.fromkeys(training)]})
     setup, defaults = trial_setup(job, data_record), trial_setup(JobConfig.with_defaults(), data_record)
     studies = _open_studies(job, spaces, objectives, setup, defaults, output_dir)
+    inner = cache(partial(InnerLoop, job, data, training, objectives))  # loads the model: only when there is work left
+    summary = None
+    if oneshot:  # its studies hold the masks it confirms, trained as the bi-level trials are
+        if len(spaces) > 1 or len(spaces[0].sites) > 1:
+            raise UserError(f"--strategy oneshot: searches one method's masks; give --method one method, not {job.train.method}")
+        summary = run_oneshot(
+            job, space=spaces[0], study=studies[0], objectives=objectives, data=data, training=training, setup=setup,
+            load_inner=inner, output_dir=output_dir, trials_dir=output_dir / TRIALS_DIR, log=tqdm.write,
+        )
+    trial_studies = [] if oneshot else studies
     pending = {name: p for name, p in baselines.items() if not (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file()}
-    if pending or any(finished_count(study) < job.search.n_trials for study in studies):
-        inner = InnerLoop(job, data, training, objectives)  # loads the model: only when there is work left
-        with tqdm(total=job.search.n_trials * len(studies) + len(baselines), desc="search", disable=not progress) as bar:
-            for k, (space, study) in enumerate(zip(spaces, studies)):
+    if pending or any(finished_count(study) < job.search.n_trials for study in trial_studies):
+        with tqdm(total=job.search.n_trials * len(trial_studies) + len(baselines), desc="search", disable=not progress) as bar:
+            for k, (space, study) in enumerate(zip(spaces, trial_studies)):
                 objective = MaskObjective(
-                    inner, space, objectives, n_trials=job.search.n_trials, trials_dir=output_dir / TRIALS_DIR, log=bar.write
+                    inner(), space, objectives, n_trials=job.search.n_trials, trials_dir=output_dir / TRIALS_DIR, log=bar.write
                 )
                 run_trials(
                     study, objective, n_trials=job.search.n_trials, catch=(TrialFailed,), poll_seconds=job.search.heartbeat_interval,
@@ -135,13 +150,13 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
                     bar.update()
                     continue
                 record = {"baseline": name, "method": proposal.method, "mask": proposal.mask_text, "learning_rate": proposal.learning_rate}
-                inner(proposal, output_dir / BASELINES_DIR / name, record)
+                inner()(proposal, output_dir / BASELINES_DIR / name, record)
                 bar.update()
     return write_results(
         studies, objectives=objectives, pick_rule=job.search.pick_rule,
         sites={m: s for space in spaces for m, s in space.sites.items()},
         baselines={name: json.loads((output_dir / BASELINES_DIR / name / TRIAL_FILE).read_text()) for name in baselines},
-        output_dir=output_dir,
+        output_dir=output_dir, summary=summary,
     )
 
 
@@ -150,9 +165,10 @@ def _open_studies(
 ) -> list:
     """One study per space, named after it, in the storage of --storage (default: SQLite in ``output_dir``)."""
     storage = open_storage(job.search, output_dir)
+    suffix = f"-{ONESHOT}" if job.search.strategy == ONESHOT else ""  # its trials are confirmations, not proposals
     return [
         open_study(
-            storage, name=f"{job.search.study_name}-{space.name}", directions=[o.direction for o in objectives],
+            storage, name=f"{job.search.study_name}-{space.name}{suffix}", directions=[o.direction for o in objectives],
             sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed), setup=setup, defaults=defaults,
         )
         for space in spaces

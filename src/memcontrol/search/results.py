@@ -73,8 +73,10 @@ def write_results(
     sites: dict[str, Sequence[str]],
     baselines: dict[str, dict],
     output_dir: Path,
+    summary: dict | None = None,
 ) -> dict:
-    """Write every result file; return the chosen mask (best_mask.json).
+    """Write every result file; return the chosen mask (best_mask.json). ``summary``: the one-shot strategy's
+    (memcontrol.search.oneshot), recorded in pareto.json.
 
     With several studies (``--method all``, union) the front is that of all their trials: the union
     of the per-method fronts, less the points another method dominates.
@@ -98,6 +100,7 @@ def write_results(
         "front": [r for r in complete if r["pareto"]],
         "chosen": complete[chosen],
         "baselines": baselines,
+        **({"oneshot": summary} if summary else {}),
     })
     write_json(output_dir / BEST_MASK, best)
     signs = np.array([o.sign for o in objectives])

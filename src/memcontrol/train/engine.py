@@ -16,7 +16,8 @@ result depends on the global batch only, not on how it is split (up to float rou
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -138,11 +139,14 @@ def fine_tune(
     progress: bool = True,
     mitigation: Mitigation | None = None,
     checkpoints: Checkpoints | None = None,
+    step_context: Callable[[int], AbstractContextManager] = lambda step: nullcontext(),
 ) -> TrainResult:
     """Adapt ``pipe.unet`` in place with ``method``/``mask`` and train it on ``data`` with ``mitigation``.
 
     ``mitigation`` defaults to the one ``cfg`` names; a caller builds it first to check its options early.
     ``checkpoints``: where the run saves checkpoints, and the one it resumes from.
+    ``step_context(step)``: what each step's forward and backward run inside; a gradient it sets to None makes no
+    update (the one-shot search's supernet chooses the step's mask on entering and discards the rest on leaving).
     """
     if mitigation is None:
         mitigation = get_mitigation(cfg.mitigation, MitigationOptions.from_config(cfg))
@@ -187,9 +191,10 @@ def fine_tune(
                desc=f"train {method.name}", disable=not show, leave=False)
     for step in bar:
         batch = draw_batch(data, next(batches), num_train_timesteps, cfg.caption_dropout, generator, mitigation)
-        loss, kept = accumulate_gradients(
-            model, noise_scheduler, batch, data.captions, params, cfg.train_batch_size, accelerator, mitigation
-        )
+        with step_context(step):
+            loss, kept = accumulate_gradients(
+                model, noise_scheduler, batch, data.captions, params, cfg.train_batch_size, accelerator, mitigation
+            )
         result.dropped_samples += len(batch) - kept
         if loss is None:  # as Wen et al.: a batch the mitigation empties makes no step
             result.skipped_batches += 1
