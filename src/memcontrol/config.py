@@ -182,15 +182,15 @@ class SearchConfig:
         "the proxy set, score masks from it without retraining, and confirm its Pareto front with stand-alone trials",
         choices=STRATEGY_CHOICES,
     )
-    supernet_train_steps: int | None = opt(None, "oneshot: optimisation steps of the supernet; default: twice a trial's", min=1)
+    supernet_train_steps: int | None = opt(None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1)
     oneshot_masks: int = opt(
-        128, "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
-        "--sampler proposes", min=1,
+        32, "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
+        "--sampler proposes with the supernet as the objective", min=1,
     )
     oneshot_fid_samples: int = opt(8, "oneshot: validation prompts for a mask's FID scored from the supernet", min=2)
     oneshot_dmem_prompts: int | None = opt(None, "oneshot: D_mem prompts for a mask's d_mem scored from the supernet; default: all", min=1)
-    oneshot_inference_steps: int | None = opt(None, "oneshot: DDIM steps when scoring from the supernet; default: a trial's", min=1)
-    oneshot_confirm: int = opt(3, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1)
+    oneshot_inference_steps: int | None = opt(10, "oneshot: DDIM steps when scoring from the supernet (0 or unset: a trial's)", min=0)
+    oneshot_confirm: int = opt(2, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1)
 
 
 def _base_type(annotation: Any) -> type:

@@ -29,7 +29,7 @@ def _csv(path):
 
 
 ONESHOT = ("--strategy", "oneshot", "--supernet_train_steps", "4", "--oneshot_masks", "6", "--oneshot_confirm", "2",
-           "--oneshot_fid_samples", "2")
+           "--oneshot_fid_samples", "2", "--oneshot_inference_steps", "0")
 
 
 def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_picks_among_them(tiny_search_config, tmp_path):
@@ -45,7 +45,7 @@ def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_pi
     best = json.loads((out / "best_mask.json").read_text())
     assert best["mask"] in {r["mask"] for r in confirmed} and (out / "pareto.png").is_file() and (out / "convergence.png").is_file()
     summary = json.loads((out / "pareto.json").read_text())["oneshot"]
-    assert summary["supernet"]["steps"] == 4 and summary["scoring"]["masks"] == 6
+    assert summary["supernet"]["steps"] == 4 and summary["scoring"]["masks"] == 6 and summary["scoring"]["inference_steps"] == 2
     assert summary["scoring"]["images_sampled"] == 6 * (2 + 2)  # 2 FID samples and 2 D_mem prompts per mask
     assert summary["confirmation"]["trials"] == len(confirmed) and summary["confirmation"]["steps"] == 2 * len(confirmed)
     assert summary["total"]["steps"] == 4 + 2 * len(confirmed) and set(summary["kendall_tau"]) == {"dmem_mean", "fid"}

@@ -172,6 +172,8 @@ def train_supernet(job: JobConfig, inner: InnerLoop, space: SearchSpace, learnin
     result = fine_tune(pipe, method, (1,) * n_sites, inner.training_set, train, inner.accelerator, progress=False,
                        step_context=step_context)
     inner.accelerator.free_memory()
+    if not made:  # nothing to train: no step ran
+        made.append(Supernet(pipe.unet, method, governed, n_sites, inner.base_unet))
     return made[0], {"steps": result.steps, "images_sampled": 0, "seconds": round(result.seconds, 2)}
 
 
@@ -295,7 +297,7 @@ def run_oneshot(
     cfg, work = job.search, output_dir / ONESHOT_DIR
     learning_rate = supernet_learning_rate(space)
     trial_steps = cfg.trial_train_steps or job.train.max_train_steps
-    steps = cfg.supernet_train_steps or 2 * trial_steps
+    steps = cfg.supernet_train_steps or trial_steps
     supernet_setup = {**setup, "supernet_train_steps": steps, "supernet_learning_rate": learning_rate, "search_seed": cfg.search_seed}
     scoring_setup = {**supernet_setup, **{f"search.{k}": getattr(cfg, k) for k in SCORING_OPTIONS}}
     scores = _recorded(work / SCORES_JSON, scoring_setup)
