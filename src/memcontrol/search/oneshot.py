@@ -81,9 +81,9 @@ def _plain_name(name: str) -> str:
 
 
 def governed_parameters(method: PeftMethod, model_path: str | None) -> dict[str, int]:
-    """Trainable parameter (plain name, see ``_plain_name``) -> the site whose bit switches it, for every site on.
+    """Trainable parameter (plain name, see ``_plain_name``) -> the site whose bit switches it.
 
-    Found on the architecture without weights: a parameter trains with every site on and not with site i off.
+    Found on the architecture without weights: a parameter trains with site i alone on, and not with every site off.
     Parameters that always train (outside every site, or not masked in the paper layout) are not governed.
     """
     sites = method.sites(meta_unet(model_path))
@@ -93,10 +93,9 @@ def governed_parameters(method: PeftMethod, model_path: str | None) -> dict[str,
         method.apply(unet, mask)
         return {_plain_name(n) for n, p in unet.named_parameters() if p.requires_grad}
 
-    every = (1,) * len(sites)
-    everything, governed = trained(every), {}
+    always, governed = trained((0,) * len(sites)), {}
     for i in range(len(sites)):
-        for name in everything - trained(every[:i] + (0,) + every[i + 1:]):
+        for name in trained(tuple(int(j == i) for j in range(len(sites)))) - always:
             governed[name] = i
     return governed
 
