@@ -5,6 +5,8 @@ import json
 import pytest
 
 from memcontrol.cli import main
+from memcontrol.config import DataConfig
+from memcontrol.data.prepare import prepare_data
 from memcontrol.metrics import dmem_trajectory
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.runtime import native_resolution
@@ -27,6 +29,15 @@ def test_evaluate_writes_the_paper_metrics(tiny_model_dir, tiny_data_dir, tmp_pa
     assert metrics["alignment"] is None  # no class judge for user data with pixel features
     assert metrics["settings"]["guidance_scale"] == 1.5 and metrics["method"] == "full"
     assert (tmp_path / "eval" / "extraction.png").is_file()
+
+    # --eval_split validation measures on the validation split's prompts and images, never the test split's
+    splits = prepare_data(DataConfig(train_data_dir=str(tiny_data_dir), validation_fraction=0.2, test_fraction=0.3)).splits
+    assert len(splits["validation"]) != len(splits["test"])
+    assert metrics["num_test"] == len(splits["test"])
+    assert main(["evaluate", "--model_dir", str(tmp_path / "model"), "--output_dir", str(tmp_path / "eval-validation"),
+                 "--feature_extractor", "pixels", "--eval_split", "validation", *FAST]) == 0
+    validation = json.loads((tmp_path / "eval-validation" / "metrics.json").read_text())
+    assert validation["num_test"] == len(splits["validation"]) and validation["settings"]["eval_split"] == "validation"
 
 
 def test_audit_takes_any_diffusers_folder(tiny_model_dir, tiny_data_dir, tmp_path):

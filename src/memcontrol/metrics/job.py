@@ -52,7 +52,7 @@ def resolve_sampling(settings: EvalSettings, base_model: str | None) -> EvalSett
 
 
 def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalSettings) -> dict:
-    """Evaluate a `memcontrol train` output on the test split of the data it was trained on."""
+    """Evaluate a `memcontrol train` output on the held-out split (``settings.eval_split``) of the data it was trained on."""
     device = make_accelerator(model_cfg).device
     pipe, manifest = load_trained(model_dir, device=device, dtype=WEIGHT_DTYPES[model_cfg.mixed_precision])
     data_cfg = DataConfig(**{f.name: manifest["config"][f.name] for f in dataclasses.fields(DataConfig)})
@@ -61,7 +61,7 @@ def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig,
     extractor = feature_extractor(features, builtin, device)
     settings = resolve_sampling(settings, manifest["base_model"])
     metrics = evaluate_model(
-        pipe, train_examples=data.training, test_examples=data.splits["test"], dmem_examples=data.dmem,
+        pipe, train_examples=data.training, test_examples=data.splits[settings.eval_split], dmem_examples=data.dmem,
         resolution=manifest["resolution"], extractor=extractor, output_dir=output_dir, settings=settings,
         class_of=caption_classes(features, builtin, extractor),
         clip_model=features.clip_model,
