@@ -35,3 +35,19 @@ def test_pretrain_writes_a_diffusers_folder_with_its_report(tmp_path, capsys):
     saved, initial = load_pipeline(str(output_dir)).text_encoder.state_dict(), random_pipeline(0).text_encoder.state_dict()
     assert all(torch.equal(saved[name], initial[name]) for name in saved)
     assert json.loads(capsys.readouterr().out)["unet_final_loss"] == report["unet_final_loss"]
+
+
+def test_pretrain_reuses_the_vae_of_another_base(tmp_path, capsys):
+    """--vae_from keeps that folder's VAE as it is (no VAE training) and the U-Net still trains on its latents."""
+    source = load_pipeline()
+    output_dir = tmp_path / "base"
+    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64", "--digit_share", "0.5",
+          "--vae_from", str(source.config._name_or_path), "--max_train_steps", "1", "--lr_warmup_steps", "0", "--check_samples", "1"]) == 0
+    saved, reused = load_pipeline(str(output_dir)).vae.state_dict(), source.vae.state_dict()
+    assert all(torch.equal(saved[name], reused[name]) for name in reused)
+    assert json.loads(capsys.readouterr().out)["latent_pixel_rmse"] < 0.05
+
+
+def test_pretrain_refuses_a_vae_folder_without_a_vae(tmp_path, capsys):
+    assert main(["pretrain", "--output_dir", str(tmp_path / "base"), "--device", "cpu", "--vae_from", str(tmp_path)]) == 2
+    assert "--vae_from" in capsys.readouterr().err

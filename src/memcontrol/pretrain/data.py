@@ -1,19 +1,27 @@
-"""General-domain pretraining data for the built-in base model: captioned shapes and photo crops.
+"""General-domain pretraining data for the built-in base model: captioned shapes, photo crops, printed digits.
 
 Deliberately not the fine-tuning domain (digits, faces, X-rays): the base must have something to
 adapt, and the frozen model must score badly on the domain, as Stable Diffusion does on X-rays.
 Everything is grey, like the target domains (X-rays, digits): a base that had seen coloured photos
 tinted its fine-tuned digits with their colours (measured). Shapes are grey on black.
 Images are drawn at twice the resolution and average-pooled, for anti-aliased edges.
+Printed digits (optional, ``digit_share``) give the base the digit concepts without the handwritten
+style, so that parameter-efficient fine-tuning has something to move, as on Stable Diffusion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import gaussian_filter, map_coordinates
 from skimage import data as skdata
+
+from memcontrol.data.vocabulary import DIGIT_NAMES
 
 SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = {"small": 0.13, "large": 0.22}  # radius as a share of the side
@@ -27,8 +35,72 @@ PHOTOS = {
 }
 SHAPE_CAPTION = "a {size} {brightness} {shape} {position}"
 PHOTO_CAPTION = "a photo of a {name}"
+
+
+# Printed digits: the concepts of the built-in fine-tuning domain (handwritten digits) without its style,
+# as Stable Diffusion knows chest X-rays but not one hospital's. No handwritten digit set is used.
+# Typefaces shipped with matplotlib that have digit glyphs (cmmi10's old-style figures and the symbol fonts left out).
+TYPEFACES = (
+    *(f"DejaVuSans{v}.ttf" for v in ("", "-Bold", "-Oblique", "-BoldOblique")),
+    *(f"DejaVuSansMono{v}.ttf" for v in ("", "-Bold", "-Oblique", "-BoldOblique")),
+    *(f"DejaVuSerif{v}.ttf" for v in ("", "-Bold", "-Italic", "-BoldItalic")),
+    *(f"STIXGeneral{v}.ttf" for v in ("", "Bol", "Italic", "BolIta")),
+    "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmss10.ttf", "cmtt10.ttf",
+)
+# The fine-tuning captions' pattern ("a handwritten digit seven") with another pretraining word in the style
+# slot: the digit word decides the image whatever word stands before "digit", as "handwritten" will. The slot
+# words are the shape and photo words, so the vocabulary (hence the frozen random text encoder) stays the one
+# of a base pretrained without digits, whose U-Net can then be continued (--unet_from).
+DIGIT_STYLE_CAPTION = "a {style} digit {name}"
+RENDER_SCALE = 4  # glyphs are drawn at 4x the resolution, distorted there and average-pooled
+
+
+def typeface_paths() -> list[Path]:
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return [folder / name for name in TYPEFACES]
+
+
+def _distort(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stroke variation towards handwriting: rotation, shear, smooth elastic jitter of the pen's path."""
+    side = glyph.shape[0]
+    angle, shear = np.deg2rad(rng.uniform(-12, 12)), rng.uniform(-0.25, 0.25)
+    cos, sin = np.cos(angle), np.sin(angle)
+    matrix = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1, shear], [0, 1]])
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) - (side - 1) / 2
+    coords = np.einsum("ij,jhw->ihw", matrix, np.stack([y, x])) + (side - 1) / 2
+    jitter = gaussian_filter(rng.normal(size=(2, side, side)), sigma=(0, side / 8, side / 8))
+    coords += jitter / np.abs(jitter).max() * rng.uniform(0, side / 16)
+    return map_coordinates(glyph, coords, order=1, mode="constant")
+
+
+def draw_digits(n: int, resolution: int, rng: np.random.Generator, words: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+    """Bright printed digits on black filling most of the frame, with varied size, place, weight and strokes.
+
+    ``words`` are the pretraining words that may take the style slot of a caption.
+    """
+    side = resolution * RENDER_SCALE
+    faces = typeface_paths()
+    images, captions = np.zeros((n, side, side), np.float32), []
+    for i in range(n):
+        path = faces[rng.integers(len(faces))]
+        digit = int(rng.integers(10))
+        height = rng.uniform(0.8, 1.0) * side
+        font = ImageFont.truetype(str(path), int(height * 1.3))  # digits are about 0.73 em high
+        canvas = Image.new("L", (side, side))
+        centre = (side / 2 + rng.uniform(-0.05, 0.05) * side, side / 2 + rng.uniform(-0.03, 0.03) * side)
+        stroke = int(rng.integers(0, RENDER_SCALE + 1))  # from the typeface's weight to a thick pen
+        ImageDraw.Draw(canvas).text(centre, str(digit), font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255)
+        glyph = _distort(np.asarray(canvas, np.float32) / 255, rng)
+        glyph = gaussian_filter(glyph, rng.uniform(0, RENDER_SCALE / 2))
+        images[i] = glyph / max(glyph.max(), 1e-6) * rng.uniform(0.75, 1.0)
+        captions.append(DIGIT_STYLE_CAPTION.format(style=rng.choice(words), name=DIGIT_NAMES[digit]))
+    pooled = F.avg_pool2d(torch.from_numpy(images)[:, None], RENDER_SCALE).expand(-1, 3, -1, -1)
+    return (pooled * 2 - 1).contiguous(), captions
+SLOT_WORDS = tuple(sorted({*SHAPES, *SIZES, *BRIGHTNESS, *PHOTOS}))
 PRETRAIN_WORDS = tuple(
-    sorted({w for text in (*SHAPES, *SIZES, *BRIGHTNESS, *POSITIONS, *PHOTOS, SHAPE_CAPTION, PHOTO_CAPTION) for w in text.split() if "{" not in w})
+    sorted({w for text in (*SLOT_WORDS, *POSITIONS, SHAPE_CAPTION, PHOTO_CAPTION, DIGIT_STYLE_CAPTION) for w in text.split() if "{" not in w})
 )
 
 
@@ -73,12 +145,15 @@ def crop_photos(n: int, resolution: int, rng: np.random.Generator) -> tuple[torc
     return torch.stack(images), captions
 
 
-def general_domain(n: int, resolution: int, seed: int = 0, photo_share: float = 0.1) -> tuple[torch.Tensor, list[str]]:
-    """``n`` captioned images in [-1, 1], shapes and photo crops mixed."""
+def general_domain(
+    n: int, resolution: int, seed: int = 0, photo_share: float = 0.1, digit_share: float = 0.0
+) -> tuple[torch.Tensor, list[str]]:
+    """``n`` captioned images in [-1, 1]: shapes, photo crops and printed digits mixed."""
     rng = np.random.default_rng(seed)
-    n_photos = int(n * photo_share)
-    shapes, captions = draw_shapes(n - n_photos, resolution, rng)
-    if n_photos == 0:
-        return shapes, captions
-    photos, photo_captions = crop_photos(n_photos, resolution, rng)
-    return torch.cat([shapes, photos]), captions + photo_captions
+    n_photos, n_digits = int(n * photo_share), int(n * digit_share)
+    parts = [draw_shapes(n - n_photos - n_digits, resolution, rng)]
+    if n_photos:
+        parts.append(crop_photos(n_photos, resolution, rng))
+    if n_digits:
+        parts.append(draw_digits(n_digits, resolution, rng, SLOT_WORDS))
+    return torch.cat([images for images, _ in parts]), [c for _, captions in parts for c in captions]

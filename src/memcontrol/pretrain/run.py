@@ -16,7 +16,8 @@ from memcontrol.peft import get_method
 from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.pretrain.components import RESOLUTION, random_pipeline
 from memcontrol.pretrain.data import general_domain
-from memcontrol.pretrain.vae import train_vae
+from memcontrol.pretrain.vae import load_unet, load_vae, measure_vae, train_vae
+from memcontrol.scenario import digit_accuracy
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.engine import TrainingSet, fine_tune
 
@@ -28,7 +29,10 @@ PRETRAIN_DEFAULTS = dict(max_train_steps=2500, learning_rate=1e-3, lr_scheduler=
 
 @dataclass
 class PretrainConfig:
-    num_images: int = opt(20000, "general-domain images (shapes and photo crops) to pretrain on", min=1)
+    num_images: int = opt(20000, "general-domain images (shapes, photo crops, printed digits) to pretrain on", min=1)
+    digit_share: float = opt(0.0, "share of the images that are printed digits ('a serif digit seven')", min=0, max=0.9)
+    vae_from: str | None = opt(None, "reuse the VAE of this base-model folder instead of training one (--vae_steps unused)")
+    unet_from: str | None = opt(None, "continue pretraining the U-Net of this base-model folder (e.g. to add printed digits)")
     vae_steps: int = opt(2000, "VAE optimisation steps (batch 64)", min=0)
     vae_learning_rate: float = opt(2e-3, "VAE AdamW learning rate (cosine decay)", min=0)
     check_samples: int = opt(16, "samples per shape (and per quarter) in the caption-following checks", min=1)
@@ -41,8 +45,14 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
     is followed (feasibility notes), and training it jointly left position words unfollowed (measured).
     """
     pipe = random_pipeline(train_cfg.seed).to(accelerator.device)
-    images, captions = general_domain(cfg.num_images, RESOLUTION, seed=train_cfg.seed)
-    report = train_vae(pipe.vae, images, steps=cfg.vae_steps, learning_rate=cfg.vae_learning_rate, seed=train_cfg.seed, progress=progress)
+    images, captions = general_domain(cfg.num_images, RESOLUTION, seed=train_cfg.seed, digit_share=cfg.digit_share)
+    if cfg.vae_from:
+        pipe.vae = load_vae(cfg.vae_from).to(accelerator.device)
+        report = measure_vae(pipe.vae, images)
+    else:
+        report = train_vae(pipe.vae, images, steps=cfg.vae_steps, learning_rate=cfg.vae_learning_rate, seed=train_cfg.seed, progress=progress)
+    if cfg.unet_from:
+        pipe.unet = load_unet(cfg.unet_from).to(accelerator.device)
     pipe.vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
     data = TrainingSet(
@@ -55,6 +65,7 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
         unet_seconds=round(result.seconds, 1),
         shape_accuracy=shape_accuracy(pipe, samples_per_shape=cfg.check_samples, **RECOMMENDED_SAMPLING),
         position_accuracy=position_accuracy(pipe, samples_per_quarter=cfg.check_samples, **RECOMMENDED_SAMPLING),
+        handwritten_digit_accuracy=digit_accuracy(pipe, RESOLUTION, **RECOMMENDED_SAMPLING),
         config={**as_dict(cfg, train_cfg)},
         torch=torch.__version__,
         machine=platform.machine(),

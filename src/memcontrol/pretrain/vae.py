@@ -11,12 +11,14 @@ pixel space, and every component stays the one Stable Diffusion has.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from tqdm.auto import tqdm
 
+from memcontrol.errors import UserError
 from memcontrol.train.engine import BatchIndices
 
 # The posterior's spread, fixed rather than learned (no loss trains it): about one pixel grey level on
@@ -64,7 +66,7 @@ def train_vae(
     vae.eval()
     fix_posterior_std(vae, POSTERIOR_STD)
     vae.register_to_config(scaling_factor=1.0)
-    return _measure(vae, images)
+    return measure_vae(vae, images)
 
 
 @torch.no_grad()
@@ -79,8 +81,27 @@ def fix_posterior_std(vae: AutoencoderKL, std: float) -> None:
     vae.quant_conv.bias[logvar] = 2 * math.log(std)
 
 
+def _component_folder(model_dir: str | Path, component: str) -> Path:
+    folder = Path(model_dir) / component
+    if not (folder / "config.json").is_file():
+        raise UserError(
+            f"--{component}_from {model_dir}: expected a base-model folder with {component}/config.json (memcontrol pretrain's output)"
+        )
+    return folder
+
+
+def load_vae(model_dir: str | Path) -> AutoencoderKL:
+    """The VAE of a base-model folder (``memcontrol pretrain``'s output), frozen."""
+    return AutoencoderKL.from_pretrained(_component_folder(model_dir, "vae")).eval()
+
+
+def load_unet(model_dir: str | Path) -> UNet2DConditionModel:
+    """The U-Net of a base-model folder, to continue its pretraining."""
+    return UNet2DConditionModel.from_pretrained(_component_folder(model_dir, "unet"))
+
+
 @torch.no_grad()
-def _measure(vae: AutoencoderKL, images: torch.Tensor) -> dict[str, float]:
+def measure_vae(vae: AutoencoderKL, images: torch.Tensor) -> dict[str, float]:
     """Errors on the [0, 1] scale: reconstruction, and latent against the pixels."""
     sample = images[: min(len(images), 1024)].to(vae.device)
     latents = vae.encode(sample).latent_dist.mean
