@@ -41,13 +41,15 @@ def test_pretrain_reuses_the_vae_of_another_base(tmp_path, capsys):
     """--vae_from keeps that folder's VAE as it is (no VAE training) and the U-Net still trains on its latents."""
     source = load_pipeline()
     output_dir = tmp_path / "base"
-    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64", "--digit_share", "0.5",
-          "--vae_from", str(source.config._name_or_path), "--max_train_steps", "1", "--lr_warmup_steps", "0", "--check_samples", "1"]) == 0
+    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64",
+                 "--digit_share", "0.5", "--vae_from", str(source.config._name_or_path), "--max_train_steps", "1", "--lr_warmup_steps", "0",
+                 "--check_samples", "1"]) == 0
     saved, reused = load_pipeline(str(output_dir)).vae.state_dict(), source.vae.state_dict()
     assert all(torch.equal(saved[name], reused[name]) for name in reused)
     assert json.loads(capsys.readouterr().out)["latent_pixel_rmse"] < 0.05
 
 
-def test_pretrain_refuses_a_vae_folder_without_a_vae(tmp_path, capsys):
-    assert main(["pretrain", "--output_dir", str(tmp_path / "base"), "--device", "cpu", "--vae_from", str(tmp_path)]) == 2
-    assert "--vae_from" in capsys.readouterr().err
+def test_pretrain_refuses_a_folder_without_the_component_to_reuse(tmp_path, capsys):
+    for flag in ("--vae_from", "--unet_from"):
+        assert main(["pretrain", "--output_dir", str(tmp_path / "base"), "--device", "cpu", flag, str(tmp_path)]) == 2
+        assert flag in capsys.readouterr().err

@@ -28,7 +28,8 @@ def test_digit_captions_are_the_fine_tuning_captions_with_another_style_word():
     """'a cat digit seven': the words of 'a handwritten digit seven', any pretraining word in the style slot."""
     _, captions = draw_digits(200, 16, np.random.default_rng(0), SLOT_WORDS)
     fine_tuning_words = set(DIGIT_CAPTION.format(name="").split()) - {"handwritten"}
-    assert all(len(c.split()) == 4 and fine_tuning_words <= set(c.split()) and c.split()[-1] in DIGIT_NAMES for c in captions)
+    assert all(len(c.split()) == 4 and fine_tuning_words <= set(c.split()) for c in captions)
+    assert {c.split()[-1] for c in captions} == set(DIGIT_NAMES)
     assert {c.split()[1] for c in captions} == set(SLOT_WORDS) and "handwritten" not in SLOT_WORDS
     assert {w for c in captions for w in c.split()} <= set(builtin_vocabulary())
 

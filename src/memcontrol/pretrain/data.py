@@ -75,7 +75,9 @@ def _distort(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return map_coordinates(glyph, coords, order=1, mode="constant")
 
 
-def draw_digits(n: int, resolution: int, rng: np.random.Generator, words: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+def draw_digits(
+    n: int, resolution: int, rng: np.random.Generator, words: Sequence[str]
+) -> tuple[torch.Tensor, list[str]]:
     """Bright printed digits on black filling most of the frame, with varied size, place, weight and strokes.
 
     ``words`` are the pretraining words that may take the style slot of a caption.
@@ -91,7 +93,9 @@ def draw_digits(n: int, resolution: int, rng: np.random.Generator, words: Sequen
         canvas = Image.new("L", (side, side))
         centre = (side / 2 + rng.uniform(-0.05, 0.05) * side, side / 2 + rng.uniform(-0.03, 0.03) * side)
         stroke = int(rng.integers(0, RENDER_SCALE + 1))  # from the typeface's weight to a thick pen
-        ImageDraw.Draw(canvas).text(centre, str(digit), font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255)
+        ImageDraw.Draw(canvas).text(
+            centre, str(digit), font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255
+        )
         glyph = _distort(np.asarray(canvas, np.float32) / 255, rng)
         glyph = gaussian_filter(glyph, rng.uniform(0, RENDER_SCALE / 2))
         images[i] = glyph / max(glyph.max(), 1e-6) * rng.uniform(0.75, 1.0)
@@ -100,7 +104,10 @@ def draw_digits(n: int, resolution: int, rng: np.random.Generator, words: Sequen
     return (pooled * 2 - 1).contiguous(), captions
 SLOT_WORDS = tuple(sorted({*SHAPES, *SIZES, *BRIGHTNESS, *PHOTOS}))
 PRETRAIN_WORDS = tuple(
-    sorted({w for text in (*SLOT_WORDS, *POSITIONS, SHAPE_CAPTION, PHOTO_CAPTION, DIGIT_STYLE_CAPTION) for w in text.split() if "{" not in w})
+    sorted({
+        w for text in (*SLOT_WORDS, *POSITIONS, SHAPE_CAPTION, PHOTO_CAPTION, DIGIT_STYLE_CAPTION)
+        for w in text.split() if "{" not in w
+    })
 )
 
 

@@ -31,28 +31,32 @@ PRETRAIN_DEFAULTS = dict(max_train_steps=2500, learning_rate=1e-3, lr_scheduler=
 class PretrainConfig:
     num_images: int = opt(20000, "general-domain images (shapes, photo crops, printed digits) to pretrain on", min=1)
     digit_share: float = opt(0.0, "share of the images that are printed digits ('a serif digit seven')", min=0, max=0.9)
-    vae_from: str | None = opt(None, "reuse the VAE of this base-model folder instead of training one (--vae_steps unused)")
-    unet_from: str | None = opt(None, "continue pretraining the U-Net of this base-model folder (e.g. to add printed digits)")
+    vae_from: str | None = opt(None, "reuse the VAE of this base-model folder instead of training one")
+    unet_from: str | None = opt(None, "continue pretraining this base-model folder's U-Net (to add printed digits)")
     vae_steps: int = opt(2000, "VAE optimisation steps (batch 64)", min=0)
     vae_learning_rate: float = opt(2e-3, "VAE AdamW learning rate (cosine decay)", min=0)
-    check_samples: int = opt(16, "samples per shape (and per quarter) in the caption-following checks", min=1)
+    check_samples: int = opt(16, "samples per shape, quarter and digit in the caption-following checks", min=1)
 
 
 def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig, accelerator: Accelerator, progress: bool = True) -> dict:
-    """Pretrain the VAE, then the U-Net under the frozen text encoder, and save a diffusers folder.
+    """Pretrain the VAE (or reuse one), then the U-Net (or continue one) under the frozen text encoder; save the folder.
 
     The text encoder keeps its random initialisation: with word-level tokens a frozen random encoder
     is followed (feasibility notes), and training it jointly left position words unfollowed (measured).
     """
-    pipe = random_pipeline(train_cfg.seed).to(accelerator.device)
+    pipe = random_pipeline(train_cfg.seed)
+    if cfg.vae_from:
+        pipe.vae = load_vae(cfg.vae_from)
+    if cfg.unet_from:
+        pipe.unet = load_unet(cfg.unet_from)
+    pipe.to(accelerator.device)
     images, captions = general_domain(cfg.num_images, RESOLUTION, seed=train_cfg.seed, digit_share=cfg.digit_share)
     if cfg.vae_from:
-        pipe.vae = load_vae(cfg.vae_from).to(accelerator.device)
         report = measure_vae(pipe.vae, images)
     else:
-        report = train_vae(pipe.vae, images, steps=cfg.vae_steps, learning_rate=cfg.vae_learning_rate, seed=train_cfg.seed, progress=progress)
-    if cfg.unet_from:
-        pipe.unet = load_unet(cfg.unet_from).to(accelerator.device)
+        report = train_vae(
+            pipe.vae, images, steps=cfg.vae_steps, learning_rate=cfg.vae_learning_rate, seed=train_cfg.seed, progress=progress
+        )
     pipe.vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
     data = TrainingSet(
@@ -65,7 +69,7 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
         unet_seconds=round(result.seconds, 1),
         shape_accuracy=shape_accuracy(pipe, samples_per_shape=cfg.check_samples, **RECOMMENDED_SAMPLING),
         position_accuracy=position_accuracy(pipe, samples_per_quarter=cfg.check_samples, **RECOMMENDED_SAMPLING),
-        handwritten_digit_accuracy=digit_accuracy(pipe, RESOLUTION, **RECOMMENDED_SAMPLING),
+        handwritten_digit_accuracy=digit_accuracy(pipe, RESOLUTION, per_class=cfg.check_samples, **RECOMMENDED_SAMPLING),
         config={**as_dict(cfg, train_cfg)},
         torch=torch.__version__,
         machine=platform.machine(),

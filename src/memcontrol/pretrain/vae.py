@@ -85,7 +85,8 @@ def _component_folder(model_dir: str | Path, component: str) -> Path:
     folder = Path(model_dir) / component
     if not (folder / "config.json").is_file():
         raise UserError(
-            f"--{component}_from {model_dir}: expected a base-model folder with {component}/config.json (memcontrol pretrain's output)"
+            f"--{component}_from {model_dir}: expected a base-model folder with {component}/config.json"
+            " (memcontrol pretrain's output)"
         )
     return folder
 
