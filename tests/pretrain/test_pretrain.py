@@ -37,15 +37,19 @@ def test_pretrain_writes_a_diffusers_folder_with_its_report(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["unet_final_loss"] == report["unet_final_loss"]
 
 
-def test_pretrain_reuses_the_vae_of_another_base(tmp_path, capsys):
-    """--vae_from keeps that folder's VAE as it is (no VAE training) and the U-Net still trains on its latents."""
-    source = load_pipeline()
+def test_pretrain_continues_another_base(tmp_path, capsys):
+    """--vae_from keeps that folder's VAE as it is; --unet_from keeps the text encoder its U-Net learned under
+    (even with another --seed, which would draw another random encoder), and the U-Net trains on."""
+    source, folder = load_pipeline(), str(load_pipeline().config._name_or_path)
     output_dir = tmp_path / "base"
-    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64",
-                 "--digit_share", "0.5", "--vae_from", str(source.config._name_or_path), "--max_train_steps", "1", "--lr_warmup_steps", "0",
-                 "--check_samples", "1"]) == 0
-    saved, reused = load_pipeline(str(output_dir)).vae.state_dict(), source.vae.state_dict()
-    assert all(torch.equal(saved[name], reused[name]) for name in reused)
+    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64", "--seed", "1",
+                 "--digit_share", "0.5", "--vae_from", folder, "--unet_from", folder, "--max_train_steps", "1",
+                 "--lr_warmup_steps", "0", "--check_samples", "1"]) == 0
+    saved = load_pipeline(str(output_dir))
+    for kept in ("vae", "text_encoder"):
+        weights, reused = getattr(saved, kept).state_dict(), getattr(source, kept).state_dict()
+        assert all(torch.equal(weights[name], reused[name]) for name in reused), kept
+    assert not torch.equal(saved.unet.conv_in.weight, source.unet.conv_in.weight)
     assert json.loads(capsys.readouterr().out)["latent_pixel_rmse"] < 0.05
 
 

@@ -16,7 +16,7 @@ from memcontrol.peft import get_method
 from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.pretrain.components import RESOLUTION, random_pipeline
 from memcontrol.pretrain.data import general_domain
-from memcontrol.pretrain.vae import load_unet, load_vae, measure_vae, train_vae
+from memcontrol.pretrain.vae import load_conditioned_unet, load_vae, measure_vae, train_vae
 from memcontrol.scenario import digit_accuracy
 from memcontrol.train.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.engine import TrainingSet, fine_tune
@@ -32,7 +32,9 @@ class PretrainConfig:
     num_images: int = opt(20000, "general-domain images (shapes, photo crops, printed digits) to pretrain on", min=1)
     digit_share: float = opt(0.0, "share of the images that are printed digits ('a serif digit seven')", min=0, max=0.9)
     vae_from: str | None = opt(None, "reuse the VAE of this base-model folder instead of training one")
-    unet_from: str | None = opt(None, "continue pretraining this base-model folder's U-Net (to add printed digits)")
+    unet_from: str | None = opt(
+        None, "continue pretraining this base-model folder's U-Net, under its own text encoder (to add printed digits)"
+    )
     vae_steps: int = opt(2000, "VAE optimisation steps (batch 64)", min=0)
     vae_learning_rate: float = opt(2e-3, "VAE AdamW learning rate (cosine decay)", min=0)
     check_samples: int = opt(16, "samples per shape, quarter and digit in the caption-following checks", min=1)
@@ -48,9 +50,12 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
     if cfg.vae_from:
         pipe.vae = load_vae(cfg.vae_from)
     if cfg.unet_from:
-        pipe.unet = load_unet(cfg.unet_from)
+        # The U-Net learned its captions through that folder's frozen encoder; a reseeded one would mean other words.
+        pipe.unet, pipe.text_encoder, pipe.tokenizer = load_conditioned_unet(cfg.unet_from)
     pipe.to(accelerator.device)
-    images, captions = general_domain(cfg.num_images, RESOLUTION, seed=train_cfg.seed, digit_share=cfg.digit_share)
+    images, captions = general_domain(
+        cfg.num_images, RESOLUTION, seed=train_cfg.seed, digit_share=cfg.digit_share
+    )
     if cfg.vae_from:
         report = measure_vae(pipe.vae, images)
     else:
@@ -69,7 +74,9 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
         unet_seconds=round(result.seconds, 1),
         shape_accuracy=shape_accuracy(pipe, samples_per_shape=cfg.check_samples, **RECOMMENDED_SAMPLING),
         position_accuracy=position_accuracy(pipe, samples_per_quarter=cfg.check_samples, **RECOMMENDED_SAMPLING),
-        handwritten_digit_accuracy=digit_accuracy(pipe, RESOLUTION, per_class=cfg.check_samples, **RECOMMENDED_SAMPLING),
+        handwritten_digit_accuracy=digit_accuracy(
+            pipe, RESOLUTION, per_class=cfg.check_samples, **RECOMMENDED_SAMPLING
+        ),
         config={**as_dict(cfg, train_cfg)},
         torch=torch.__version__,
         machine=platform.machine(),

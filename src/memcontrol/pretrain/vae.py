@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
 
 from memcontrol.errors import UserError
 from memcontrol.train.engine import BatchIndices
@@ -81,11 +82,11 @@ def fix_posterior_std(vae: AutoencoderKL, std: float) -> None:
     vae.quant_conv.bias[logvar] = 2 * math.log(std)
 
 
-def _component_folder(model_dir: str | Path, component: str) -> Path:
+def _component_folder(model_dir: str | Path, component: str, flag: str) -> Path:
     folder = Path(model_dir) / component
     if not (folder / "config.json").is_file():
         raise UserError(
-            f"--{component}_from {model_dir}: expected a base-model folder with {component}/config.json"
+            f"{flag} {model_dir}: expected a base-model folder with {component}/config.json"
             " (memcontrol pretrain's output)"
         )
     return folder
@@ -93,12 +94,14 @@ def _component_folder(model_dir: str | Path, component: str) -> Path:
 
 def load_vae(model_dir: str | Path) -> AutoencoderKL:
     """The VAE of a base-model folder (``memcontrol pretrain``'s output), frozen."""
-    return AutoencoderKL.from_pretrained(_component_folder(model_dir, "vae")).eval()
+    return AutoencoderKL.from_pretrained(_component_folder(model_dir, "vae", "--vae_from")).eval()
 
 
-def load_unet(model_dir: str | Path) -> UNet2DConditionModel:
-    """The U-Net of a base-model folder, to continue its pretraining."""
-    return UNet2DConditionModel.from_pretrained(_component_folder(model_dir, "unet"))
+def load_conditioned_unet(model_dir: str | Path) -> tuple[UNet2DConditionModel, CLIPTextModel, PreTrainedTokenizerBase]:
+    """The U-Net of a base-model folder with the text encoder and tokenizer it was trained under."""
+    unet = UNet2DConditionModel.from_pretrained(_component_folder(model_dir, "unet", "--unet_from"))
+    text_encoder = CLIPTextModel.from_pretrained(_component_folder(model_dir, "text_encoder", "--unet_from"))
+    return unet, text_encoder, AutoTokenizer.from_pretrained(Path(model_dir) / "tokenizer")
 
 
 @torch.no_grad()
