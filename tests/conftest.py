@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -89,3 +90,18 @@ def tiny_search_config(tiny_model_dir, tiny_data_dir, tmp_path):
         "n_trials": 3, "population_size": 2, "proxy_fraction": 0.5, "heartbeat_interval": 1, "grace_period": 2,
     }))
     return path
+
+
+@pytest.fixture
+def wait_for():
+    """wait_for(condition, process, log_path, timeout): poll until ``condition()`` holds while the background
+    ``process`` (whose output goes to ``log_path``) still runs; fail with the log's end if it ends or time runs out."""
+
+    def wait(condition, process, log_path, timeout=180):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert process.poll() is None, f"the process ended early:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
+            time.sleep(0.02)
+
+    return wait

@@ -8,7 +8,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 
 from memcontrol.cli import main
 
@@ -28,25 +27,17 @@ def _states(out) -> dict[int, str]:
     return {int(p.parent.name): json.loads(p.read_text())["state"] for p in (out / "trials").glob("*/*/trial.json")}
 
 
-def _wait_for(condition, worker, log_path, timeout=180):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert worker.poll() is None, f"the worker ended early:\n{log_path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
-        time.sleep(0.05)
-
-
 def _rows(out):
     with (out / "trials.csv").open() as f:
         return list(csv.DictReader(f))
 
 
-def test_a_search_killed_mid_trial_resumes_without_losing_a_trial(tiny_search_config, tmp_path):
+def test_a_search_killed_mid_trial_resumes_without_losing_a_trial(tiny_search_config, tmp_path, wait_for):
     out, log_path = tmp_path / "search", tmp_path / "worker.log"
     with log_path.open("w") as log:
         worker = _start(tiny_search_config, out, log)
         try:
-            _wait_for(lambda: sorted(_states(out).values()) == ["complete", "running"], worker, log_path)
+            wait_for(lambda: sorted(_states(out).values()) == ["complete", "running"], worker, log_path)
         finally:
             worker.kill()  # SIGKILL: no clean-up, the heartbeat simply stops
             worker.wait()
@@ -65,12 +56,12 @@ def test_a_search_killed_mid_trial_resumes_without_losing_a_trial(tiny_search_co
     assert retry["mask"] == rows[killed]["mask"]
 
 
-def test_two_workers_on_one_study_run_n_trials_in_all(tiny_search_config, tmp_path):
+def test_two_workers_on_one_study_run_n_trials_in_all(tiny_search_config, tmp_path, wait_for):
     out, log_path = tmp_path / "search", tmp_path / "worker.log"
     with log_path.open("w") as log:
         worker = _start(tiny_search_config, out, log, "--n_trials", "4")
         try:
-            _wait_for(lambda: len(_states(out)) >= 1, worker, log_path)  # the first worker has a trial under way
+            wait_for(lambda: len(_states(out)) >= 1, worker, log_path)  # the first worker has a trial under way
             assert main(_argv(tiny_search_config, out, "--n_trials", "4")) == 0
             assert worker.wait(timeout=180) == 0, log_path.read_text()[-3000:]
         finally:

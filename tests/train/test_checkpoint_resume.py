@@ -7,7 +7,6 @@ The killed run is `python -m memcontrol.cli train` in a subprocess; the resumed 
 import json
 import subprocess
 import sys
-import time
 
 import torch
 from safetensors.torch import load_file
@@ -29,14 +28,6 @@ def _train_argv(model_dir, data_dir, out, *extra):
     ]
 
 
-def _wait_for(condition, worker, log_path, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert worker.poll() is None, f"the run ended early:\n{log_path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
-        time.sleep(0.02)
-
-
 def _assert_same_weights(first, second):
     a, b = load_file(str(first)), load_file(str(second))
     assert a.keys() == b.keys()
@@ -45,14 +36,14 @@ def _assert_same_weights(first, second):
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrupted_run(
-    tiny_model_dir, tiny_data_dir, tmp_path, capsys
+    tiny_model_dir, tiny_data_dir, tmp_path, capsys, wait_for
 ):
     out, log_path = tmp_path / "killed", tmp_path / "killed.log"
     argv = _train_argv(tiny_model_dir, tiny_data_dir, out, "--checkpointing_steps", "3")
     with log_path.open("w") as log:
         worker = subprocess.Popen([sys.executable, "-m", "memcontrol.cli", *argv], stdout=log, stderr=log)
         try:
-            _wait_for(lambda: (out / "checkpoints" / "checkpoint-3" / "state.json").is_file(), worker, log_path)
+            wait_for(lambda: (out / "checkpoints" / "checkpoint-3" / "state.json").is_file(), worker, log_path)
         finally:
             worker.kill()  # SIGKILL: no clean-up
             worker.wait()
