@@ -3,8 +3,9 @@
 A 4.3 GB folder is written and every PEFT method trains a step of the 860M-parameter U-Net (the default run);
 the tests marked heavy then take the fine-tuned model through generate and audit, run a 2-trial paper-layout
 search and fully fine-tune (14.7 GB peak): all of it took 18 minutes on the project's 2-core machine while other
-jobs ran (load 4 to 7; December 2026), so the heavy ones run on demand (-m heavy). Each command runs in its own process, as a user runs it, so that a native crash fails its test instead of the
-session and each run's memory is returned when it ends. What is written (the folder, full fine-tuning's
+jobs ran (load 4 to 7; December 2026), so the heavy ones are left out of the default run and CI runs them after it
+(`-m heavy -n 0`). Each command runs in its own process, as a user runs it, so that a native crash fails its test
+instead of the session and each run's memory is returned when it ends. What is written (the folder, full fine-tuning's
 3.4 GB of weights) is deleted at the end rather than left to pytest's kept temporary folders.
 """
 
