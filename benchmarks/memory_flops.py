@@ -50,7 +50,7 @@ from memcontrol.data.prepare import prepare_data  # noqa: E402
 from memcontrol.peft import get_method  # noqa: E402
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution  # noqa: E402
 from memcontrol.train.engine import fine_tune  # noqa: E402
-from memcontrol.train.job import build_training_set  # noqa: E402
+from memcontrol.train.run import build_training_set  # noqa: E402
 from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 
 diffusers.utils.logging.set_verbosity_error()

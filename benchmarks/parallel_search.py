@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import optuna  # noqa: E402
 
-from memcontrol.search.study import is_finished  # noqa: E402
+from memcontrol.search.outer_loop import is_finished  # noqa: E402
 
 # Unless given: smaller trials than the CPU preset's, no baselines, and a short wait between polls.
 SMALL = {"--trial_train_steps": "30", "--trial_fid_samples": "16", "--baselines": "", "--heartbeat_interval": "5"}

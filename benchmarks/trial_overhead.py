@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-import memcontrol.search.objective as objective  # noqa: E402
+import memcontrol.search.inner_loop as inner_loop  # noqa: E402
 import memcontrol.search.objectives as objectives  # noqa: E402
 from memcontrol.cli import main as memcontrol_main  # noqa: E402
 
@@ -46,13 +46,13 @@ def timed(phase: str, fn):
 
 
 def instrument() -> None:
-    objective.fine_tune = timed("engine call", objective.fine_tune)
-    objective.merge_for_sampling = timed("merge for sampling", objective.merge_for_sampling)
-    objective.sample_grid = timed("sample grid", objective.sample_grid)
+    inner_loop.fine_tune = timed("engine call", inner_loop.fine_tune)
+    inner_loop.merge_for_sampling = timed("merge for sampling", inner_loop.merge_for_sampling)
+    inner_loop.sample_grid = timed("sample grid", inner_loop.sample_grid)
     objectives.score_samples = timed("FID samples + features", objectives.score_samples)
     objectives.fid = timed("FID statistic", objectives.fid)
     objectives.dmem_metrics = timed("d_mem", objectives.dmem_metrics)
-    init, call = objective.InnerLoop.__init__, objective.InnerLoop.__call__
+    init, call = inner_loop.InnerLoop.__init__, inner_loop.InnerLoop.__call__
 
     def timed_init(self, *args, **kwargs):
         start = time.perf_counter()
@@ -65,7 +65,7 @@ def instrument() -> None:
         trials.append(collections.Counter(current))
         return record
 
-    objective.InnerLoop.__init__, objective.InnerLoop.__call__ = timed_init, timed_call
+    inner_loop.InnerLoop.__init__, inner_loop.InnerLoop.__call__ = timed_init, timed_call
 
 
 def main() -> None:

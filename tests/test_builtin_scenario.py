@@ -20,8 +20,8 @@ from memcontrol.metrics import dmem_scores
 from memcontrol.models.pipeline import load_pipeline, recommendations
 from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.scenario import digit_accuracy, extraction_check
-from memcontrol.train.checkpoint import load_trained
-from memcontrol.train.job import run_train
+from memcontrol.peft.trained import load_trained
+from memcontrol.train.run import run_train
 
 RESOLUTION = 16
 pytestmark = pytest.mark.slow

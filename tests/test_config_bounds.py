@@ -52,11 +52,11 @@ def test_out_of_bounds_yaml_value_names_the_file_and_option(capsys, tmp_path):
 
 
 def _config_classes() -> list[type]:
-    from memcontrol.benchmark import BenchmarkJob
+    from memcontrol.benchmark import BenchmarkRunConfig
     from memcontrol.pretrain.run import PretrainConfig
-    from memcontrol.search import JobConfig
+    from memcontrol.search import RunConfig
 
-    return list(dict.fromkeys([*JobConfig.classes(), *BenchmarkJob.classes(), PretrainConfig]))
+    return list(dict.fromkeys([*RunConfig.classes(), *BenchmarkRunConfig.classes(), PretrainConfig]))
 
 
 def test_every_numeric_option_declares_its_bounds():

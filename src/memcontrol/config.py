@@ -130,7 +130,7 @@ class SampleConfig:
     sample_batch_size: int = opt(16, "images generated per forward pass", min=1)
 
 
-# Names of the search's samplers, NSGA-II crossovers and pick rules (memcontrol.search.study and .pick implement them).
+# Names of the search's samplers, NSGA-II crossovers and pick rules (memcontrol.search.outer_loop and .pick implement them).
 SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
 CROSSOVER_CHOICES = ("uniform", "blxalpha", "sbx", "vsbx", "undx", "spx")
 PICK_RULE_CHOICES = ("normalized_mean", "mean", "ideal", "chebyshev")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from memcontrol.benchmark import BenchmarkJob
+from memcontrol.benchmark import BenchmarkRunConfig
 from memcontrol.benchmark.grid import parse_mitigations, parse_rows
 from memcontrol.cli import main
 from memcontrol.data.imagefolder import load_image
@@ -89,10 +89,10 @@ def test_bad_grids_are_one_line_errors_before_any_training(tiny_search_config, t
 
 
 def test_the_cpu_preset_is_the_default_on_builtin_data_and_its_grid_parses():
-    job = BenchmarkJob.from_args(argparse.Namespace(seeds="0,1"))
+    job = BenchmarkRunConfig.from_args(argparse.Namespace(seeds="0,1"))
     assert job.benchmark.seeds == "0,1"  # a flag still wins
     rows = parse_rows(job.benchmark.methods, job.job.train.learning_rate)
     assert [method for _, method, _ in rows] == ["freeze", "full", "svdiff", "difffit", "attention", "memcontrol"]
     assert parse_mitigations(job.benchmark.mitigations, job.job.train) == ["none", "rwa", "threshold"]
-    yours = BenchmarkJob.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
+    yours = BenchmarkRunConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
     assert yours.job.train.max_train_steps == 1000 and yours.benchmark.seeds == "0,1,2"  # the fields' defaults

@@ -7,7 +7,7 @@ from memcontrol.data.imagefolder import load_imagefolder
 from memcontrol.metrics import dmem_scores, dmem_summary, dmem_training_noise, dmem_trajectory
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.sampling import generate
-from memcontrol.train.cache import LatentCache
+from memcontrol.data.cache import LatentCache
 
 PROMPTS = ["a large bright circle top left", "", "a small dark square center"]
 FAST = dict(num_inference_steps=3, guidance_scale=1.5, progress=False)

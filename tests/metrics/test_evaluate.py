@@ -7,11 +7,11 @@ from PIL import Image
 
 from memcontrol.data.imagefolder import load_imagefolder, load_images
 from memcontrol.errors import UserError
-from memcontrol.metrics import DomainFeatures, EvalSettings, audit_model, evaluate_model, make_extractor, train_domain_encoder
+from memcontrol.metrics import DomainFeatures, EvalConfig, audit_model, evaluate_model, make_extractor, train_domain_encoder
 from memcontrol.models.pipeline import load_pipeline
 
 CLASSES = ("circle", "square", "triangle")
-FAST = EvalSettings(num_inference_steps=2, guidance_scale=1.5, batch_size=8, extraction_samples=3, extraction_min_group=2, audit_prompts=3)
+FAST = EvalConfig(num_inference_steps=2, guidance_scale=1.5, batch_size=8, extraction_samples=3, extraction_min_group=2, audit_prompts=3)
 
 
 def class_of(caption: str) -> str | None:
@@ -61,6 +61,6 @@ def test_audit_without_dmem_attacks_a_seeded_sample_of_training_pairs(pipe, tiny
 
 def test_bad_settings_fail_before_any_generation():
     with pytest.raises(UserError, match="dmem_mode 'exact'"):
-        EvalSettings(dmem_mode="exact")
+        EvalConfig(dmem_mode="exact")
     with pytest.raises(UserError, match="min_group 20"):
-        EvalSettings(extraction_samples=16, extraction_min_group=20)
+        EvalConfig(extraction_samples=16, extraction_min_group=20)

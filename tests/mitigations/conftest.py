@@ -11,9 +11,9 @@ from memcontrol.data.prepare import prepare_data
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
-from memcontrol.train.cache import CaptionEmbeddings
+from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.train.engine import fine_tune
-from memcontrol.train.job import build_training_set
+from memcontrol.train.run import build_training_set
 
 CAPTIONS = ["a large bright circle top left", "a large bright square top left", "a large bright circle top left"]
 

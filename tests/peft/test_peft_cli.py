@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 
 from memcontrol.cli import main
 from memcontrol.peft import method_names
-from memcontrol.train.checkpoint import load_trained
+from memcontrol.peft.trained import load_trained
 
 
 def _run(capsys, *argv):

@@ -8,7 +8,7 @@ import pytest
 from memcontrol.config import SearchConfig, load_yaml
 from memcontrol.errors import UserError
 from memcontrol.pipeline.stages import run_stages
-from memcontrol.search.job import JobConfig
+from memcontrol.search.run_config import RunConfig
 
 
 def _run(directory, options, defaults, calls):
@@ -32,7 +32,7 @@ def test_an_option_added_later_resumes_at_its_default_and_is_refused_at_another_
 
 
 def test_with_defaults_is_every_section_at_its_dataclass_defaults_not_a_preset():
-    job = JobConfig.with_defaults()
-    assert [type(getattr(job, f.name)) for f in dataclasses.fields(job)] == list(JobConfig.classes())
-    assert all(getattr(job, f.name) == cls() for f, cls in zip(dataclasses.fields(job), JobConfig.classes()))
+    job = RunConfig.with_defaults()
+    assert [type(getattr(job, f.name)) for f in dataclasses.fields(job)] == list(RunConfig.classes())
+    assert all(getattr(job, f.name) == cls() for f, cls in zip(dataclasses.fields(job), RunConfig.classes()))
     assert job.options()["search.n_trials"] == SearchConfig().n_trials != load_yaml("cpu")["n_trials"]

@@ -16,9 +16,9 @@ from memcontrol.data.prepare import prepare_data
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
 from memcontrol.search.oneshot import Supernet, governed_parameters, masks_to_confirm
-from memcontrol.search.study import RandomSearchWarning
+from memcontrol.search.outer_loop import RandomSearchWarning
 from memcontrol.train.engine import fine_tune
-from memcontrol.train.job import build_training_set
+from memcontrol.train.run import build_training_set
 
 
 def _search(config, out, *extra):

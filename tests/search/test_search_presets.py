@@ -6,15 +6,15 @@ import pytest
 
 from memcontrol.cli import main
 from memcontrol.config import build, preset_names
-from memcontrol.search import JobConfig, parse_objectives
+from memcontrol.search import RunConfig, parse_objectives
 
 
 def _preset(name):
     """Any preset as the run's options (the benchmark's are a superset, so its presets build too)."""
-    from memcontrol.benchmark import BenchmarkJob
+    from memcontrol.benchmark import BenchmarkRunConfig
 
-    *configs, _ = build(BenchmarkJob.classes(), argparse.Namespace(config=name))
-    return JobConfig(*configs)
+    *configs, _ = build(BenchmarkRunConfig.classes(), argparse.Namespace(config=name))
+    return RunConfig(*configs)
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -33,17 +33,17 @@ def test_the_paper_preset_has_the_authors_settings():
 
 def test_builtin_data_without_a_config_starts_from_the_cpu_preset():
     cpu = _preset("cpu")
-    job = JobConfig.from_args(argparse.Namespace(n_trials=5))
+    job = RunConfig.from_args(argparse.Namespace(n_trials=5))
     assert job.search.n_trials == 5  # a flag still wins
     assert job.train.method == "svdiff" and job.search.trial_train_steps == cpu.search.trial_train_steps
-    yours = JobConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
+    yours = RunConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
     assert yours.search.n_trials == 20 and yours.train.method == "full"  # the fields' defaults
 
 
 def test_a_shared_flag_sets_every_config_that_has_it():
     from memcontrol.cli import _parser
 
-    job = JobConfig.from_args(_parser().parse_args(["run", "--seed", "3", "--guidance_scale", "2"]))
+    job = RunConfig.from_args(_parser().parse_args(["run", "--seed", "3", "--guidance_scale", "2"]))
     assert job.train.seed == job.evaluation.seed == 3
     assert job.sample.guidance_scale == job.evaluation.guidance_scale == 2.0
 
@@ -57,7 +57,7 @@ def test_an_unknown_preset_lists_the_presets(capsys):
 def test_every_choice_of_the_flags_is_implemented():
     from memcontrol.config import CROSSOVER_CHOICES, PICK_RULE_CHOICES, SAMPLER_CHOICES, SearchConfig
     from memcontrol.search.pick import PICK_RULE_NAMES, PICK_RULES
-    from memcontrol.search.study import CROSSOVERS, make_sampler
+    from memcontrol.search.outer_loop import CROSSOVERS, make_sampler
 
     assert set(PICK_RULES) == set(PICK_RULE_NAMES) == set(PICK_RULE_CHOICES) and set(CROSSOVERS) == set(CROSSOVER_CHOICES)
     for sampler in SAMPLER_CHOICES:
@@ -66,7 +66,7 @@ def test_every_choice_of_the_flags_is_implemented():
 
 @pytest.mark.parametrize("name, warns", [("cpu", False), ("benchmark-cpu", False), ("paper-sd15", True)])
 def test_a_preset_warns_where_nsga2_would_be_random_search(name, warns, recwarn):
-    from memcontrol.search.study import RandomSearchWarning, warn_if_random_search
+    from memcontrol.search.outer_loop import RandomSearchWarning, warn_if_random_search
 
     warn_if_random_search(_preset(name).search)  # paper-sd15: the authors' 20 trials with a population of 50
     assert [w.category for w in recwarn] == ([RandomSearchWarning] if warns else [])
@@ -74,7 +74,7 @@ def test_a_preset_warns_where_nsga2_would_be_random_search(name, warns, recwarn)
 
 def test_nsga2_warns_below_twice_its_population_and_other_samplers_never(recwarn):
     from memcontrol.config import SearchConfig
-    from memcontrol.search.study import RandomSearchWarning, warn_if_random_search
+    from memcontrol.search.outer_loop import RandomSearchWarning, warn_if_random_search
 
     with pytest.warns(RandomSearchWarning, match="10 of the 19 trials are its random first generation"):
         warn_if_random_search(SearchConfig(n_trials=19, population_size=10))
@@ -88,9 +88,9 @@ def test_a_run_folder_of_the_builtin_default_made_before_normalized_mean_had_its
     """Until normalized_mean had its name, run.json recorded the built-in default's normalised mean as "mean"."""
     import json
 
-    from memcontrol.search.job import OPERATIONAL
+    from memcontrol.search.run_config import OPERATIONAL
 
-    options = {k: v for k, v in JobConfig.from_args(argparse.Namespace()).options().items() if k not in OPERATIONAL}
+    options = {k: v for k, v in RunConfig.from_args(argparse.Namespace()).options().items() if k not in OPERATIONAL}
     assert options["search.pick_rule"] == "normalized_mean"
     stages = [{"stage": s, "seconds": 1.0} for s in ("search", "train", "evaluate", "report")]
     old = tmp_path / "old"

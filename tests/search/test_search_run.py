@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from memcontrol.cli import main
-from memcontrol.search import objective
-from memcontrol.search.study import RandomSearchWarning
+from memcontrol.search import inner_loop
+from memcontrol.search.outer_loop import RandomSearchWarning
 from memcontrol.train.engine import NonFiniteLoss
 
 
@@ -74,14 +74,14 @@ def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_con
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(tiny_search_config, tmp_path, monkeypatch):
     failures = [NonFiniteLoss("loss became nan at step 2"), torch.OutOfMemoryError("CUDA out of memory")]
-    real = objective.fine_tune
+    real = inner_loop.fine_tune
 
     def flaky(*args, **kwargs):
         if failures:
             raise failures.pop(0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(objective, "fine_tune", flaky)
+    monkeypatch.setattr(inner_loop, "fine_tune", flaky)
     out = tmp_path / "search"
     assert _search(tiny_search_config, out) == 0
     rows = _rows(out)
@@ -107,10 +107,10 @@ def test_method_all_joins_the_methods_fronts(tiny_search_config, tmp_path):
 def test_a_trials_sample_grid_is_made_of_the_images_its_metrics_generated(tiny_search_config, tmp_path, monkeypatch):
     """d_mem's trajectories end in the D_mem images and FID samples the validation captions: the grid shows those,
     generating nothing more; with d_mem measured on training noise, the D_mem row is generated for the grid alone."""
-    from memcontrol.train import job as train_job
+    from memcontrol.sampling import samples as sampling_samples
 
-    generated, real = [], train_job.generate
-    monkeypatch.setattr(train_job, "generate", lambda pipe, prompts, **kw: generated.append(list(prompts)) or real(pipe, prompts, **kw))
+    generated, real = [], sampling_samples.generate
+    monkeypatch.setattr(sampling_samples, "generate", lambda pipe, prompts, **kw: generated.append(list(prompts)) or real(pipe, prompts, **kw))
     out = tmp_path / "search"
     assert _search(tiny_search_config, out, "--n_trials", "1") == 0
     samples = out / "trials" / "memcontrol-svdiff" / "0000" / "samples"

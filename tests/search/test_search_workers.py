@@ -82,7 +82,7 @@ def test_a_database_without_its_driver_is_a_user_error(tmp_path):
 
     from memcontrol.config import SearchConfig
     from memcontrol.errors import UserError
-    from memcontrol.search.study import open_storage
+    from memcontrol.search.outer_loop import open_storage
 
     with pytest.raises(UserError, match="driver is not installed") as error:  # MySQLdb: in no extra of ours
         open_storage(SearchConfig(storage="mysql://memcontrol:secret@localhost/studies"), tmp_path)

@@ -12,7 +12,7 @@ from memcontrol.mitigations import Mitigation, get_mitigation
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
 from memcontrol.train.engine import Batch, accumulate_gradients, draw_batch, fine_tune
-from memcontrol.train.job import build_training_set
+from memcontrol.train.run import build_training_set
 
 
 class KeepTimesteps(Mitigation):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from memcontrol.cli import _parser, main
 from memcontrol.pipeline.run import MODEL_DIR, SEARCH_DIR, STAGES
-from memcontrol.search import JobConfig
+from memcontrol.search import RunConfig
 
 
 def _train_argv(model_dir, data_dir, out, *extra):
@@ -98,7 +98,7 @@ def test_memcontrol_run_resumes_an_interrupted_stage_2_from_its_latest_checkpoin
     best = {"method": "svdiff", "mask": None, "learning_rate": 1e-3}
     (out / SEARCH_DIR / "best_mask.json").write_text(json.dumps(best))
     flags = ["--config", str(tiny_search_config), "--max_train_steps", "4", "--checkpointing_steps", "2"]
-    job = JobConfig.from_args(_parser().parse_args(["run", *flags]))
+    job = RunConfig.from_args(_parser().parse_args(["run", *flags]))
     STAGES["train"](job, out, False)
     weights = load_file(str(out / MODEL_DIR / "trained.safetensors"))
     (out / MODEL_DIR / "trained.safetensors").unlink()  # as if killed after its last checkpoint

@@ -7,7 +7,7 @@ from memcontrol.data.prepare import prepare_data
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
 from memcontrol.train.engine import NonFiniteLoss, fine_tune
-from memcontrol.train.job import build_training_set
+from memcontrol.train.run import build_training_set
 
 
 def _train(configs, method="full", **train_overrides):

@@ -1,6 +1,6 @@
 """``memcontrol benchmark``: fine-tuning methods x memorization mitigations x seeds, as tables and figures."""
 
 from memcontrol.benchmark.grid import BenchmarkConfig
-from memcontrol.benchmark.job import BenchmarkJob, run_benchmark
+from memcontrol.benchmark.run import BenchmarkRunConfig, run_benchmark
 
-__all__ = ["BenchmarkConfig", "BenchmarkJob", "run_benchmark"]
+__all__ = ["BenchmarkConfig", "BenchmarkRunConfig", "run_benchmark"]

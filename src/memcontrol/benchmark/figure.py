@@ -15,7 +15,7 @@ from PIL import Image
 
 from memcontrol.data.imagefolder import load_image
 from memcontrol.io import atomic_path
-from memcontrol.metrics.job import METRICS_FILE
+from memcontrol.metrics.run import METRICS_FILE
 
 CELL_INCHES = 1.4
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from memcontrol.config import TrainConfig, opt
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir
-from memcontrol.metrics.job import run_evaluate
+from memcontrol.metrics.run import run_evaluate
 from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
 from memcontrol.peft import method_names
 from memcontrol.peft.mask_file import SearchedMask
 from memcontrol.pipeline.stages import Stage, run_stages
-from memcontrol.search.job import OPERATIONAL, JobConfig
-from memcontrol.train.job import resumed, run_train
+from memcontrol.search.run_config import OPERATIONAL, RunConfig
+from memcontrol.train.run import resumed, run_train
 
 MEMCONTROL = "memcontrol"  # the row of the searched method, mask and learning rate
 CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model", "evaluation"
@@ -69,7 +69,7 @@ class Cell:
     def name(self) -> str:
         return f"{self.row.label}-{self.mitigation}-seed{self.seed}"
 
-    def job(self, job: JobConfig) -> JobConfig:
+    def job(self, job: RunConfig) -> RunConfig:
         """``job`` as this cell trains and evaluates it."""
         train = dataclasses.replace(
             job.train, method=self.row.method, mask=self.row.mask, learning_rate=self.row.learning_rate,
@@ -77,7 +77,7 @@ class Cell:
         )
         return dataclasses.replace(job, train=train, evaluation=dataclasses.replace(job.evaluation, seed=self.seed))
 
-    def options(self, job: JobConfig) -> dict:
+    def options(self, job: RunConfig) -> dict:
         """What the cell's results depend on (the search's options only through the memcontrol row's mask)."""
         options = {k: v for k, v in self.job(job).options().items() if k not in OPERATIONAL and not k.startswith("search.")}
         return {"row": self.row.label, **options}
@@ -130,19 +130,19 @@ def _names(text: str, flag: str) -> list[str]:
     return names
 
 
-def run_cell(job: JobConfig, cell: Cell, directory: Path, progress: bool) -> None:
+def run_cell(job: RunConfig, cell: Cell, directory: Path, progress: bool) -> None:
     """Train and evaluate ``cell`` in ``directory``, skipping the stages done there before."""
     directory = ensure_writable_dir(directory)
     run_stages(
-        STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), JobConfig.with_defaults().options(), progress=progress,
+        STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), RunConfig.with_defaults().options(), progress=progress,
         label=f"cell {cell.name}",
     )
 
 
-def check_cell(job: JobConfig, cell: Cell, directory: Path) -> None:
+def check_cell(job: RunConfig, cell: Cell, directory: Path) -> None:
     """Refuse a folder holding ``cell`` made with other options now, before any cell trains (no stage runs)."""
     no_stage: dict[str, Stage] = {}
-    defaults, label = JobConfig.with_defaults().options(), f"cell {cell.name}"
+    defaults, label = RunConfig.with_defaults().options(), f"cell {cell.name}"
     run_stages(no_stage, cell.job(job), directory, CELL_FILE, cell.options(job), defaults, progress=False, label=label)
 
 
@@ -152,13 +152,13 @@ def cell_finished(directory: Path) -> bool:
     return path.is_file() and {d["stage"] for d in json.loads(path.read_text())["stages"]} >= STAGES.keys()
 
 
-def _train(job: JobConfig, directory: Path, progress: bool) -> None:
+def _train(job: RunConfig, directory: Path, progress: bool) -> None:
     """fine-tune the cell's method with its mitigation"""
     train = dataclasses.replace(job.train, resume_from_checkpoint=resumed(job.train))
     run_train(job.model, job.data, train, job.sample, directory / MODEL_DIR, progress=progress)
 
 
-def _evaluate(job: JobConfig, directory: Path, progress: bool) -> None:
+def _evaluate(job: RunConfig, directory: Path, progress: bool) -> None:
     """evaluate the cell's model on the test split"""
     run_evaluate(str(directory / MODEL_DIR), directory / EVALUATION_DIR, job.model, job.features, job.evaluation)
 

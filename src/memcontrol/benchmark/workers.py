@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 
 from memcontrol.benchmark.grid import Cell, run_cell
 from memcontrol.io import write_text
-from memcontrol.search.job import JobConfig
+from memcontrol.search.run_config import RunConfig
 
 FAILURE_FILE = "failure.txt"
 
 
-def run_cells_in_workers(job: JobConfig, cells: dict[Cell, Path], workers: int, *, progress: bool) -> dict[Cell, str]:
+def run_cells_in_workers(job: RunConfig, cells: dict[Cell, Path], workers: int, *, progress: bool) -> dict[Cell, str]:
     """Train and evaluate ``cells`` (each into its folder) in ``workers`` processes; return the failed ones' errors."""
     failures = {}
     # spawn, not fork: a forked child would inherit this process's torch thread pools and any accelerator state.
@@ -54,7 +54,7 @@ def _one_thread() -> None:
     torch.set_num_interop_threads(1)
 
 
-def _run_cell(job: JobConfig, cell: Cell, directory: Path) -> str | None:
+def _run_cell(job: RunConfig, cell: Cell, directory: Path) -> str | None:
     """In a worker: run ``cell``; None when done, else the error's last line (its traceback in the cell's folder)."""
     failure = directory / FAILURE_FILE
     try:

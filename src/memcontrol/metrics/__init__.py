@@ -8,14 +8,14 @@ from memcontrol.metrics.alignment import class_alignment, class_probability_scor
 from memcontrol.metrics.amd import amd, nearest_cosine
 from memcontrol.metrics.dmem import DMEM_MODES, dmem_scores, dmem_summary, dmem_training_noise, dmem_trajectory, encode_latents
 from memcontrol.metrics.domain import DomainCNN, DomainFeatures, load_domain_encoder, save_domain_encoder, train_domain_encoder
-from memcontrol.metrics.evaluate import EvalSettings, audit_model, evaluate_model
+from memcontrol.metrics.evaluate import EvalConfig, audit_model, evaluate_model
 from memcontrol.metrics.extraction import AttackRun, Extraction, extraction_attack, run_extraction_attack, save_extraction_grid, tile_distances
 from memcontrol.metrics.features import EXTRACTORS, FeatureExtractor, features_of_examples, make_extractor
 from memcontrol.metrics.fid import fid, fid_of_images, frechet_distance, gaussian_stats
 from memcontrol.metrics.graphs import GROUPINGS, find_groups, maximum_clique
 
 __all__ = [
-    "DMEM_MODES", "EXTRACTORS", "GROUPINGS", "AttackRun", "DomainCNN", "DomainFeatures", "EvalSettings", "Extraction", "FeatureExtractor",
+    "DMEM_MODES", "EXTRACTORS", "GROUPINGS", "AttackRun", "DomainCNN", "DomainFeatures", "EvalConfig", "Extraction", "FeatureExtractor",
     "amd", "audit_model", "class_alignment", "class_probability_score", "clip_score", "dmem_scores", "dmem_summary",
     "dmem_training_noise", "dmem_trajectory", "encode_latents", "evaluate_model", "extraction_attack", "features_of_examples",
     "fid", "fid_of_images", "find_groups", "frechet_distance", "gaussian_stats", "load_clip", "load_domain_encoder",

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from memcontrol.data.imagefolder import Example, load_images
 from memcontrol.errors import UserError
 from memcontrol.sampling import decode
-from memcontrol.train.cache import LatentCache
+from memcontrol.data.cache import LatentCache
 
 DMEM_MODES = ("trajectory", "training-noise")
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from memcontrol.errors import UserError
 from memcontrol.io import atomic_path
-from memcontrol.metrics.features import FeatureExtractor, resize
+from memcontrol.metrics.extractor import FeatureExtractor, resize
 
 FORMAT = "memcontrol-domain-encoder-1"  # safetensors metadata: tells this file apart from other weights
 

@@ -38,7 +38,7 @@ CLOSEST_DIR = "closest"  # each attacked prompt's generation nearest its trainin
 
 
 @dataclass
-class EvalSettings:
+class EvalConfig:
     seed: int = opt(0, "seed of the evaluation's samples (image i uses seed + i)", min=0)
     eval_split: str = opt(
         "test", "split whose prompts and real images measure FID, AMD and alignment: test (the held-out evaluation), or "
@@ -68,7 +68,7 @@ class EvalSettings:
 
     def sampling(self) -> dict:
         if self.num_inference_steps is None or self.guidance_scale is None:
-            raise ValueError("resolve num_inference_steps and guidance_scale (see metrics.job) before sampling")
+            raise ValueError("resolve num_inference_steps and guidance_scale (see metrics.setup) before sampling")
         return dict(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, batch_size=self.batch_size)
 
 
@@ -81,7 +81,7 @@ def evaluate_model(
     resolution: int,
     extractor: FeatureExtractor,
     output_dir: str | Path,
-    settings: EvalSettings | None = None,
+    settings: EvalConfig | None = None,
     class_of: Callable[[str], str | None] | None = None,
     classifier: DomainFeatures | None = None,
     clip_model: str | None = None,
@@ -93,7 +93,7 @@ def evaluate_model(
     probability of each caption's class: ``classifier``, or ``extractor`` when it is the domain encoder.
     ``clip_score`` needs ``clip_model``, a local CLIP folder. Either is None when not asked for.
     """
-    s = settings or EvalSettings()
+    s = settings or EvalConfig()
     output_dir = ensure_writable_dir(output_dir)
     test = list(test_examples)[: s.fid_samples]
     if len(test) < 2:
@@ -118,7 +118,7 @@ def evaluate_model(
 
 
 def score_samples(
-    pipe, test: list[Example], resolution: int, s: EvalSettings, extractor, judge, class_of, clip, progress: bool,
+    pipe, test: list[Example], resolution: int, s: EvalConfig, extractor, judge, class_of, clip, progress: bool,
     on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, float | None, float | None]:
     """Generate from the test captions a chunk at a time: the samples' features, alignment and CLIP score.
@@ -148,12 +148,12 @@ def audit_model(
     extractor: FeatureExtractor,
     output_dir: str | Path,
     dmem_examples: Sequence[Example] = (),
-    settings: EvalSettings | None = None,
+    settings: EvalConfig | None = None,
     progress: bool = True,
 ) -> dict:
     """Memorization alone: the extraction attack and d_mem on D_mem (or, without one, on ``audit_prompts``
     training pairs drawn with the seed), and the AMD of the attack's generations to the training set."""
-    s = settings or EvalSettings()
+    s = settings or EvalConfig()
     output_dir = ensure_writable_dir(output_dir)
     distinct = list(dict.fromkeys(train_examples))
     attacked = list(dict.fromkeys(dmem_examples)) or random.Random(s.seed).sample(distinct, min(s.audit_prompts, len(distinct)))
@@ -172,7 +172,7 @@ def audit_model(
 
 
 def _memorization(
-    pipe, examples: list[Example], resolution: int, s: EvalSettings, output_dir: Path, extractor, progress: bool
+    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool
 ) -> tuple[dict, torch.Tensor | None]:
     """Extraction attack (its figure written to ``output_dir``) and d_mem on ``examples``; None values when there are none."""
     if not examples:
@@ -182,7 +182,7 @@ def _memorization(
 
 
 def extraction_metrics(
-    pipe, examples: list[Example], resolution: int, s: EvalSettings, output_dir: Path, extractor, progress: bool
+    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool
 ) -> tuple[dict, torch.Tensor | None]:
     """The extraction attack on ``examples`` (its figure written to ``output_dir``), and the features of its generations
     when an ``extractor`` is given."""
@@ -202,7 +202,7 @@ def extraction_metrics(
 
 
 def dmem_metrics(
-    pipe, examples: list[Example], resolution: int, s: EvalSettings, progress: bool,
+    pipe, examples: list[Example], resolution: int, s: EvalConfig, progress: bool,
     on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> dict:
     """d_mem of each of ``examples``, their mean and maximum (``on_images``: see ``dmem_trajectory``)."""
@@ -213,7 +213,7 @@ def dmem_metrics(
     return {**dmem_summary(dmem), "dmem": dmem.tolist()}
 
 
-def _training_features(extractor, train_examples, resolution: int, s: EvalSettings, progress: bool) -> torch.Tensor:
+def _training_features(extractor, train_examples, resolution: int, s: EvalConfig, progress: bool) -> torch.Tensor:
     """Features of each distinct training image (D_mem copies count once)."""
     distinct = list(dict.fromkeys(train_examples))
     return features_of_examples(extractor, distinct, resolution, batch_size=s.feature_batch_size, progress=progress)

@@ -9,52 +9,22 @@ weights are never downloaded here: a missing package or file is a UserError that
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from memcontrol.data.imagefolder import Example, load_images
 from memcontrol.errors import UserError
+from memcontrol.metrics.domain import DomainFeatures, load_domain_encoder
+from memcontrol.metrics.extractor import FeatureExtractor, resize
 
 XRV_WEIGHTS = "densenet121-res224-mimic_ch"
 XRV_WEIGHTS_URL = (
     "https://github.com/mlmed/torchxrayvision/releases/download/v1/mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
 )
 INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-
-
-class FeatureExtractor(ABC):
-    """Subclasses set ``name`` and ``num_features`` (the attribute torchmetrics' FID also expects) and embed one batch."""
-
-    name: ClassVar[str]
-    num_features: int
-
-    def __init__(self, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-
-    @abstractmethod
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """One batch, float32 in [0, 1] on ``self.device`` -> (n, num_features)."""
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Features of any number of images, in batches; float32 on the CPU."""
-        out = [
-            self.embed(images[i : i + batch_size].to(self.device, torch.float32)).float().cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-        return torch.cat(out) if out else torch.empty(0, self.num_features)
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 class PixelFeatures(FeatureExtractor):
@@ -157,8 +127,6 @@ def _inception(device, weights):
 
 
 def _domain(device, weights):
-    from memcontrol.metrics.domain import DomainFeatures, load_domain_encoder  # domain.py builds on this module
-
     if weights is None:
         raise UserError("feature extractor 'domain': needs the path of its weights (a .safetensors domain encoder)")
     return DomainFeatures(load_domain_encoder(weights, device))

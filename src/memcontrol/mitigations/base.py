@@ -22,7 +22,7 @@ from torch import nn
 from memcontrol.config import TrainConfig, options_from
 from memcontrol.errors import UserError
 from memcontrol.registry import Registry
-from memcontrol.train.cache import CaptionEmbeddings
+from memcontrol.data.cache import CaptionEmbeddings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from memcontrol.mitigations.base import Mitigation, register
-from memcontrol.train.cache import CaptionEmbeddings
+from memcontrol.data.cache import CaptionEmbeddings
 
 
 @register

@@ -18,7 +18,7 @@ import torch
 
 from memcontrol.errors import UserError
 from memcontrol.mitigations.base import Mitigation, MitigationOptions, register
-from memcontrol.train.cache import CaptionEmbeddings
+from memcontrol.data.cache import CaptionEmbeddings
 
 
 def read_caption_variants(path: str | Path) -> dict[str, list[str]]:

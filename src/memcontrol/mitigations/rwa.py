@@ -15,7 +15,7 @@ import torch
 
 from memcontrol.errors import UserError
 from memcontrol.mitigations.base import Mitigation, register
-from memcontrol.train.cache import CaptionEmbeddings
+from memcontrol.data.cache import CaptionEmbeddings
 
 END_OF_WORD = "</w>"  # CLIP's BPE marks word-final pieces; the other pieces begin longer words
 

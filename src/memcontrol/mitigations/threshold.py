@@ -14,7 +14,7 @@ from torch import nn
 
 from memcontrol.errors import UserError
 from memcontrol.mitigations.base import Mitigation, MitigationOptions, register
-from memcontrol.train.cache import CaptionEmbeddings
+from memcontrol.data.cache import CaptionEmbeddings
 
 
 def conditional_norms(

@@ -18,7 +18,7 @@ from memcontrol.pretrain.components import RESOLUTION, random_pipeline
 from memcontrol.pretrain.data import general_domain
 from memcontrol.pretrain.vae import load_conditioned_unet, load_vae, measure_vae, train_vae
 from memcontrol.scenario import digit_accuracy
-from memcontrol.train.cache import CaptionEmbeddings, LatentCache
+from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.engine import TrainingSet, fine_tune
 
 # Guidance above ~1.5 breaks caption following in a model this small (feasibility notes).

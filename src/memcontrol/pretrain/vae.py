@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
 
 from memcontrol.errors import UserError
-from memcontrol.train.engine import BatchIndices
+from memcontrol.train.state import BatchIndices
 
 # The posterior's spread, fixed rather than learned (no loss trains it): about one pixel grey level on
 # the [-1, 1] scale, so that drawing latents from the posterior (--latent_sampling sample) stays faithful.

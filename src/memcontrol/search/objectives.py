@@ -19,7 +19,7 @@ from memcontrol.data.imagefolder import Example
 from memcontrol.errors import UserError
 from memcontrol.metrics.alignment import load_clip
 from memcontrol.metrics.amd import amd
-from memcontrol.metrics.evaluate import EvalSettings, alignment_judge, dmem_metrics, extraction_metrics, score_samples
+from memcontrol.metrics.evaluate import EvalConfig, alignment_judge, dmem_metrics, extraction_metrics, score_samples
 from memcontrol.metrics.features import FeatureExtractor, features_of_examples
 from memcontrol.metrics.fid import fid
 
@@ -71,7 +71,7 @@ class TrialMetrics:
         training: Sequence[Example],
         resolution: int,
         extractor: FeatureExtractor,
-        settings: EvalSettings,
+        settings: EvalConfig,
         class_of: Callable[[str], str | None] | None = None,
         clip_model: str | None = None,
     ):

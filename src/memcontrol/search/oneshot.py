@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -46,20 +45,17 @@ from memcontrol.io import atomic_path, write_json, write_text
 from memcontrol.peft import MethodOptions, PeftMethod, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.runtime import make_accelerator
-from memcontrol.metrics.evaluate import EvalSettings
-from memcontrol.search.objective import InnerLoop, MaskObjective, TrialFailed, trial_settings
+from memcontrol.metrics.evaluate import EvalConfig
+from memcontrol.search.inner_loop import InnerLoop, MaskObjective, TrialFailed, trial_settings
 from memcontrol.search.objectives import Objective, TrialMetrics
 from memcontrol.search.pick import REFERENCE, hypervolume, normalise, pareto_mask, pick
 from memcontrol.search.results import trial_row
+from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import SearchSpace
-from memcontrol.search.study import DUPLICATES_PER_TRIAL, finished_count, make_sampler, run_trials
+from memcontrol.search.outer_loop import DUPLICATES_PER_TRIAL, ONESHOT, finished_count, make_sampler, run_trials
 from memcontrol.train.engine import fine_tune
-from memcontrol.train.job import merge_for_sampling
+from memcontrol.train.run import merge_for_sampling
 
-if TYPE_CHECKING:
-    from memcontrol.search.job import JobConfig
-
-ONESHOT = "oneshot"
 ONESHOT_DIR = "oneshot"
 ONESHOT_CSV = "oneshot.csv"
 SUPERNET_WEIGHTS, SUPERNET_JSON, SCORES_JSON = "supernet.safetensors", "supernet.json", "scores.json"
@@ -147,7 +143,7 @@ class Supernet:
                     p.grad = None  # no gradient: AdamW neither steps nor decays it
 
 
-def _adapted(job: JobConfig, inner: InnerLoop, space: SearchSpace) -> tuple[PeftMethod, dict[str, int], int]:
+def _adapted(job: RunConfig, inner: InnerLoop, space: SearchSpace) -> tuple[PeftMethod, dict[str, int], int]:
     """The space's method (with the inner loop's cache), its governed parameters and its number of sites;
     the inner loop's pipeline gets a fresh copy of the base U-Net."""
     (name, sites), = space.sites.items()
@@ -157,7 +153,7 @@ def _adapted(job: JobConfig, inner: InnerLoop, space: SearchSpace) -> tuple[Peft
     return get_method(name, MethodOptions.from_config(job.train), inner.method_caches.setdefault(name, {})), governed, len(sites)
 
 
-def train_supernet(job: JobConfig, inner: InnerLoop, space: SearchSpace, learning_rate: float, steps: int) -> tuple[Supernet, dict]:
+def train_supernet(job: RunConfig, inner: InnerLoop, space: SearchSpace, learning_rate: float, steps: int) -> tuple[Supernet, dict]:
     """Train the supernet on the inner loop's proxy set; return it and its compute."""
     method, governed, n_sites = _adapted(job, inner, space)
     train = dataclasses.replace(job.train, method=method.name, mask=None, learning_rate=learning_rate, max_train_steps=steps)
@@ -176,7 +172,7 @@ def train_supernet(job: JobConfig, inner: InnerLoop, space: SearchSpace, learnin
     return made[0], {"steps": result.steps, "images_sampled": 0, "seconds": round(result.seconds, 2)}
 
 
-def load_supernet(job: JobConfig, inner: InnerLoop, space: SearchSpace, weights: Path) -> Supernet:
+def load_supernet(job: RunConfig, inner: InnerLoop, space: SearchSpace, weights: Path) -> Supernet:
     method, governed, n_sites = _adapted(job, inner, space)
     method.apply(inner.pipe.unet, (1,) * n_sites)
     supernet = Supernet(inner.pipe.unet, method, governed, n_sites, inner.base_unet)
@@ -184,7 +180,7 @@ def load_supernet(job: JobConfig, inner: InnerLoop, space: SearchSpace, weights:
     return supernet
 
 
-def images_per_measurement(objectives: Sequence[Objective], settings: EvalSettings, validation: int, dmem: int) -> int:
+def images_per_measurement(objectives: Sequence[Objective], settings: EvalConfig, validation: int, dmem: int) -> int:
     """Images that measuring one model generates, from ``validation`` FID prompts and ``dmem`` D_mem prompts
     (d_mem in training-noise mode generates none)."""
     needs = {o.needs for o in objectives}
@@ -200,7 +196,7 @@ class OneShotScorer:
     """A mask's objectives from the supernet at the one-shot fidelity; each mask once."""
 
     def __init__(
-        self, job: JobConfig, inner: InnerLoop, supernet: Supernet, objectives: Sequence[Objective], training: list[Example],
+        self, job: RunConfig, inner: InnerLoop, supernet: Supernet, objectives: Sequence[Objective], training: list[Example],
         work_dir: Path,
     ):
         cfg, data = job.search, inner.data
@@ -278,7 +274,7 @@ def kendall_taus(pairs: Sequence[tuple[dict, dict]], objectives: Sequence[Object
 
 
 def run_oneshot(
-    job: JobConfig,
+    job: RunConfig,
     *,
     space: SearchSpace,
     study: optuna.Study,

@@ -20,7 +20,7 @@ from memcontrol.io import write_json, write_text
 from memcontrol.search.objectives import OBJECTIVES, Objective
 from memcontrol.search.pick import hypervolume_history, pareto_mask, pick
 from memcontrol.search.plots import plot_convergence, plot_pareto
-from memcontrol.search.study import DUPLICATE_OF, FAIL_REASON
+from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON
 
 TRIALS_CSV = "trials.csv"
 PARETO_JSON = "pareto.json"

@@ -16,9 +16,9 @@ result depends on the global batch only, not on how it is split (up to float rou
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,8 @@ from memcontrol.errors import UserError
 from memcontrol.mitigations import Mitigation, MitigationOptions, get_mitigation
 from memcontrol.peft import Mask, PeftMethod
 from memcontrol.runtime import WEIGHT_DTYPES, cast_frozen
-from memcontrol.train.cache import CaptionEmbeddings, LatentCache
-from memcontrol.train.state import Checkpoints, Progress, TrainingState
+from memcontrol.data.cache import CaptionEmbeddings, LatentCache
+from memcontrol.train.state import BatchIndices, Checkpoints, Progress, TrainingState, TrainResult
 
 LOG_EVERY = 10  # steps between loss read-outs: each one synchronises the device
 
@@ -50,40 +50,6 @@ class TrainingSet:
     def __post_init__(self):
         if len(self.latents) != len(self.captions.caption_ids):
             raise ValueError("latents and captions must describe the same examples")
-
-
-@dataclass
-class TrainResult:
-    trainable_parameters: int
-    total_parameters: int
-    steps: int = 0
-    seconds: float = 0.0
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    dropped_samples: int = 0  # left out of the loss by the mitigation
-    skipped_batches: int = 0  # every sample left out: no optimizer step
-    global_batch_size: int = 0  # samples per optimizer step: per device x accumulation x processes
-
-    @property
-    def trainable_fraction(self) -> float:
-        return self.trainable_parameters / self.total_parameters
-
-
-class BatchIndices(Iterator[torch.Tensor]):
-    """Endless full batches from consecutive seeded permutations (epochs run into each other).
-
-    ``buffer`` (the rest of the current permutations) and the generator's state are where it stands: a checkpoint
-    saves both.
-    """
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
-        self.n, self.batch_size, self.generator = n, batch_size, generator
-        self.buffer = torch.empty(0, dtype=torch.long)
-
-    def __next__(self) -> torch.Tensor:
-        while len(self.buffer) < self.batch_size:
-            self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=self.generator)])
-        batch, self.buffer = self.buffer[:self.batch_size], self.buffer[self.batch_size:]
-        return batch
 
 
 @dataclass

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -32,9 +33,6 @@ from memcontrol.errors import UserError
 from memcontrol.io import atomic_dir, write_json
 from memcontrol.peft import PeftMethod
 
-if TYPE_CHECKING:
-    from memcontrol.train.engine import BatchIndices, TrainResult
-
 CHECKPOINTS_DIR = "checkpoints"
 PREFIX = "checkpoint-"
 WEIGHTS, OPTIMIZER, STATE = "trained.safetensors", "optimizer.pt", "state.json"
@@ -44,6 +42,40 @@ NOT_RECORDED = {
     "device", "dataloader_num_workers", "gradient_checkpointing", "checkpointing_steps", "checkpoints_total_limit",
     "resume_from_checkpoint",
 }
+
+
+@dataclass
+class TrainResult:
+    trainable_parameters: int
+    total_parameters: int
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    dropped_samples: int = 0  # left out of the loss by the mitigation
+    skipped_batches: int = 0  # every sample left out: no optimizer step
+    global_batch_size: int = 0  # samples per optimizer step: per device x accumulation x processes
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_parameters / self.total_parameters
+
+
+class BatchIndices(Iterator[torch.Tensor]):
+    """Endless full batches from consecutive seeded permutations (epochs run into each other).
+
+    ``buffer`` (the rest of the current permutations) and the generator's state are where it stands: a checkpoint
+    saves both.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.buffer = torch.empty(0, dtype=torch.long)
+
+    def __next__(self) -> torch.Tensor:
+        while len(self.buffer) < self.batch_size:
+            self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=self.generator)])
+        batch, self.buffer = self.buffer[:self.batch_size], self.buffer[self.batch_size:]
+        return batch
 
 
 @dataclass

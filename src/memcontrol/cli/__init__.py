@@ -48,7 +48,7 @@ def _quiet_libraries() -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from memcontrol.peft.mask_file import read_searched_mask
     from memcontrol.runtime import is_main_process
-    from memcontrol.train.job import run_train
+    from memcontrol.train.run import run_train
 
     classes = (ModelConfig, DataConfig, TrainConfig, SampleConfig)
     model, data, train, sample = build(classes, args)
@@ -62,7 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from memcontrol.sampling.job import run_generate
+    from memcontrol.sampling.run import run_generate
 
     model, data, sample = build((ModelConfig, DataConfig, SampleConfig), args)
     grid = run_generate(model, data, sample, args.output_dir, args.model_dir, args.prompt, args.num_images, args.seed)
@@ -102,10 +102,11 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 def _cmd_metrics(args: argparse.Namespace) -> None:
     """`evaluate` (a memcontrol-trained model on held-out data) and `audit` (memorization of any model)."""
-    from memcontrol.metrics.evaluate import EvalSettings
-    from memcontrol.metrics.job import FeatureConfig, run_audit, run_evaluate
+    from memcontrol.metrics.evaluate import EvalConfig
+    from memcontrol.metrics.run import run_audit, run_evaluate
+    from memcontrol.metrics.setup import FeatureConfig
 
-    model, features, settings = build((ModelConfig, FeatureConfig, EvalSettings), args)
+    model, features, settings = build((ModelConfig, FeatureConfig, EvalConfig), args)
     if args.command == "evaluate":
         metrics = run_evaluate(args.model_dir, args.output_dir, model, features, settings)
     else:
@@ -115,25 +116,25 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
-    from memcontrol.search import JobConfig, run_search
+    from memcontrol.search import RunConfig, run_search
 
-    best = run_search(JobConfig.from_args(args), args.output_dir)
+    best = run_search(RunConfig.from_args(args), args.output_dir)
     print(json.dumps({k: best[k] for k in ("method", "mask", "learning_rate", "metrics", "trainable_fraction")}, indent=2))
     print(f"trials.csv, pareto.json, best_mask.json, pareto.png and convergence.png written to {args.output_dir}")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from memcontrol.pipeline import run_pipeline
-    from memcontrol.search import JobConfig
+    from memcontrol.search import RunConfig
 
-    report = run_pipeline(JobConfig.from_args(args), args.output_dir)
+    report = run_pipeline(RunConfig.from_args(args), args.output_dir)
     print(f"report written to {report}")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
-    from memcontrol.benchmark import BenchmarkJob, run_benchmark
+    from memcontrol.benchmark import BenchmarkRunConfig, run_benchmark
 
-    table = run_benchmark(BenchmarkJob.from_args(args), args.output_dir)
+    table = run_benchmark(BenchmarkRunConfig.from_args(args), args.output_dir)
     print(table.read_text())
     print(f"table.md, table.csv, cells.csv, tradeoff.png/csv and the closest-generation figures written to {args.output_dir}")
 
@@ -223,30 +224,30 @@ def _parser() -> argparse.ArgumentParser:
     sites.add_argument("--architecture", choices=ARCHITECTURES, help="a shipped U-Net architecture instead of a model folder")
     sites.add_argument("--json", action="store_true", help="print one JSON object: sites, trainable, total, fraction")
     from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER
-    from memcontrol.metrics.evaluate import EvalSettings
-    from memcontrol.metrics.job import FeatureConfig
+    from memcontrol.metrics.evaluate import EvalConfig
+    from memcontrol.metrics.setup import FeatureConfig
 
     evaluate = command("evaluate", "FID, AMD, alignment, extraction attack and d_mem of a fine-tuned model on held-out data",
-                       _cmd_metrics, ModelConfig, FeatureConfig, EvalSettings, output="evaluate")
+                       _cmd_metrics, ModelConfig, FeatureConfig, EvalConfig, output="evaluate")
     evaluate.add_argument("--model_dir", required=True, help="output folder of `memcontrol train`")
     audit = command("audit", "memorization metrics of any fine-tuned diffusers model against its training data",
-                    _cmd_metrics, ModelConfig, FeatureConfig, EvalSettings, output="audit")
+                    _cmd_metrics, ModelConfig, FeatureConfig, EvalConfig, output="audit")
     audit.add_argument("--model_dir", required=True, help="a diffusers folder or the output folder of `memcontrol train`")
     audit.add_argument("--train_data_dir", help="the model's training imagefolder; default: builtin:digits")
     encoder = command("train-encoder", "rebuild the shipped built-in domain encoder (features and class judge)", _cmd_train_encoder)
     encoder.add_argument("--output", default=str(BUILTIN_ENCODER), help="where the encoder's safetensors file goes")
     encoder.add_argument("--steps", type=int, default=1500, help="optimisation steps")
-    from memcontrol.search import JobConfig
+    from memcontrol.search import RunConfig
 
     for name, help, run in (
         ("search", "stage 1: search PEFT masks for low memorization and high quality (Optuna), then pick one", _cmd_search),
         ("run", "the whole MemControl pipeline: search -> pick -> fine-tune with the mask -> evaluate -> report.md", _cmd_run),
     ):
-        command(name, help, run, *JobConfig.classes(), output=name)
-    from memcontrol.benchmark import BenchmarkJob
+        command(name, help, run, *RunConfig.classes(), output=name)
+    from memcontrol.benchmark import BenchmarkRunConfig
 
     command("benchmark", "methods x mitigations x seeds on one dataset: each trained and evaluated, as tables and figures",
-            _cmd_benchmark, *BenchmarkJob.classes(), output="benchmark")
+            _cmd_benchmark, *BenchmarkRunConfig.classes(), output="benchmark")
     imp = command("import", "write an imagefolder from MIMIC-CXR-JPG or a MedMNIST .npz file", _cmd_import)
     imp.add_argument("source", choices=("mimic-cxr", "medmnist"))
     imp.add_argument("input", help="MIMIC-CXR-JPG root folder, or the .npz file")
@@ -271,6 +272,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

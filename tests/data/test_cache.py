@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import memcontrol
-from memcontrol.train.cache import LatentCache
+from memcontrol.data.cache import LatentCache
 
 # Fine-tunes the norm-training methods for 2 steps on cached latents in channels-last strides, as the VAE's CPU
 # convolutions return them, on the tiny U-Net with its blocks in SD v1.5's order: there the first attention's
@@ -24,9 +24,9 @@ from memcontrol.data.prepare import prepare_data
 from memcontrol.models.architectures import unet_config
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
-from memcontrol.train.cache import LatentCache
+from memcontrol.data.cache import LatentCache
 from memcontrol.train.engine import fine_tune
-from memcontrol.train.job import build_training_set
+from memcontrol.train.run import build_training_set
 
 model_cfg = ModelConfig(pretrained_model_name_or_path=sys.argv[1], device="cpu")
 data_cfg = DataConfig(train_data_dir=sys.argv[2], validation_fraction=0.2, test_fraction=0.2)

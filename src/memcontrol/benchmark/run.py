@@ -1,4 +1,4 @@
-"""``memcontrol benchmark``: methods x mitigations x seeds on one dataset, as tables and the paper's Figure 4.
+"""A benchmark (`memcontrol benchmark`): methods x mitigations x seeds on one dataset, as tables and the paper's Figure 4.
 
     output_dir/
       search/                  the search for the memcontrol row (`memcontrol search`), unless --mask_file is given
@@ -31,7 +31,8 @@ from memcontrol.io import ensure_writable_dir
 from memcontrol.peft import MethodOptions, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.peft.mask_file import SearchedMask, read_mask_file
-from memcontrol.search.job import JobConfig, run_search
+from memcontrol.search.run import run_search
+from memcontrol.search.run_config import RunConfig
 from memcontrol.search.results import BEST_MASK
 
 CPU_PRESET = "benchmark-cpu"
@@ -39,26 +40,26 @@ SEARCH_DIR = "search"
 
 
 @dataclass(frozen=True)
-class BenchmarkJob:
+class BenchmarkRunConfig:
     """Every option of `memcontrol benchmark`: those of `memcontrol run` and the grid's."""
 
-    job: JobConfig
+    job: RunConfig
     benchmark: BenchmarkConfig
 
     @staticmethod
     def classes() -> tuple[type, ...]:
-        return (*JobConfig.classes(), BenchmarkConfig)
+        return (*RunConfig.classes(), BenchmarkConfig)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> BenchmarkJob:
+    def from_args(cls, args: argparse.Namespace) -> BenchmarkRunConfig:
         """From the flags and ``--config``; on built-in data without ``--config``, over the benchmark's CPU preset."""
         builtin = is_builtin(getattr(args, "train_data_dir", None))
         defaults = load_yaml(CPU_PRESET) if builtin and not getattr(args, "config", None) else None
         *configs, benchmark = build(cls.classes(), args, defaults=defaults)
-        return cls(JobConfig(*configs), benchmark)
+        return cls(RunConfig(*configs), benchmark)
 
 
-def run_benchmark(bench: BenchmarkJob, output_dir: str | Path, *, progress: bool = True) -> Path:
+def run_benchmark(bench: BenchmarkRunConfig, output_dir: str | Path, *, progress: bool = True) -> Path:
     """Run the cells not done yet in ``output_dir``, then write the tables and figures; return table.md's path."""
     job, grid = bench.job, bench.benchmark
     _refuse_single_cell_options(job)
@@ -83,7 +84,7 @@ def run_benchmark(bench: BenchmarkJob, output_dir: str | Path, *, progress: bool
     return table
 
 
-def _run_cells(job: JobConfig, cells: dict[Cell, Path], workers: int, progress: bool) -> dict[Cell, str]:
+def _run_cells(job: RunConfig, cells: dict[Cell, Path], workers: int, progress: bool) -> dict[Cell, str]:
     """Run ``cells`` here one after another (a failure stops the benchmark), or in ``workers`` processes; return the
     failures."""
     if workers == 1:
@@ -101,7 +102,7 @@ def _failed(failures: dict[Cell, str]) -> str:
     return "; ".join(f"{cell.name} ({error}, see cells/{cell.name}/{FAILURE_FILE})" for cell, error in failures.items())
 
 
-def _refuse_single_cell_options(job: JobConfig) -> None:
+def _refuse_single_cell_options(job: RunConfig) -> None:
     """--mask and --mitigation would be silently overridden by every cell: say what to give instead."""
     if job.train.mask is not None:
         raise UserError("--mask: the benchmark trains every site of each method; give the memcontrol row's mask with --mask_file")
@@ -109,7 +110,7 @@ def _refuse_single_cell_options(job: JobConfig) -> None:
         raise UserError("--mitigation: the benchmark runs each of --mitigations; give them there")
 
 
-def _searched_mask(job: JobConfig, grid: BenchmarkConfig, output_dir: Path, progress: bool) -> SearchedMask:
+def _searched_mask(job: RunConfig, grid: BenchmarkConfig, output_dir: Path, progress: bool) -> SearchedMask:
     """The memcontrol row's mask: --mask_file, checked against the model before any training, or the best mask of a
     search into ``output_dir/search`` (run once: run again, it finds its trials done)."""
     if grid.mask_file:

@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 import torch
@@ -26,18 +25,17 @@ from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import PreparedData, is_builtin
 from memcontrol.errors import UserError
 from memcontrol.io import write_json
-from memcontrol.metrics.evaluate import EvalSettings
-from memcontrol.metrics.job import caption_classes, feature_extractor, resolve_sampling
+from memcontrol.metrics.evaluate import EvalConfig
+from memcontrol.metrics.setup import caption_classes, feature_extractor, resolve_sampling
 from memcontrol.peft import MethodOptions, get_method
 from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
 from memcontrol.search.objectives import Objective, TrialMetrics
+from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import Proposal, SearchSpace
-from memcontrol.search.study import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
+from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
 from memcontrol.train.engine import NonFiniteLoss, fine_tune
-from memcontrol.train.job import SAMPLE_PROMPTS, build_training_set, merge_for_sampling, sample_grid, train_summary
-
-if TYPE_CHECKING:
-    from memcontrol.search.job import JobConfig
+from memcontrol.sampling.samples import SAMPLE_PROMPTS, sample_grid
+from memcontrol.train.run import build_training_set, merge_for_sampling, train_summary
 
 TRIAL_FILE = "trial.json"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -47,7 +45,7 @@ class TrialFailed(Exception):
     """A trial produced no objectives; its reason is recorded and the search goes on."""
 
 
-def trial_settings(job: JobConfig) -> EvalSettings:
+def trial_settings(job: RunConfig) -> EvalConfig:
     """The evaluation settings of a trial: sampling resolved from the base model, and the search's FID sample count."""
     settings = resolve_sampling(job.evaluation, job.model.pretrained_model_name_or_path)
     return dataclasses.replace(settings, fid_samples=job.search.trial_fid_samples or settings.fid_samples)
@@ -65,7 +63,7 @@ def failure_reason(error: Exception) -> str:
 class InnerLoop:
     """Train one proposal on the search's training set and measure it; records land in the trial's folder."""
 
-    def __init__(self, job: JobConfig, data: PreparedData, training: list[Example], objectives: Sequence[Objective]):
+    def __init__(self, job: RunConfig, data: PreparedData, training: list[Example], objectives: Sequence[Objective]):
         self.job, self.data = job, data
         self.accelerator = make_accelerator(job.model)
         self.pipe = load_for_training(job.model, self.accelerator)

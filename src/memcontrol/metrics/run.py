@@ -1,57 +1,26 @@
-"""``memcontrol evaluate`` and ``memcontrol audit``: load a model, pick the data and the encoder, write metrics.json."""
+"""Evaluating a fine-tuned model (`memcontrol evaluate`, the last stage of `memcontrol run`) and auditing any model
+(`memcontrol audit`): load the model, pick the data and the encoder, write metrics.json."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from memcontrol.config import DataConfig, ModelConfig, SampleConfig, opt
+from memcontrol.config import DataConfig, ModelConfig
 from memcontrol.data.builtin import resolve_dataset
 from memcontrol.data.imagefolder import load_imagefolder
 from memcontrol.data.prepare import is_builtin, prepare_data
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
-from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER, caption_class
-from memcontrol.metrics.evaluate import EvalSettings, audit_model, evaluate_model
-from memcontrol.metrics.features import EXTRACTORS, FeatureExtractor, make_extractor
+from memcontrol.metrics.evaluate import EvalConfig, audit_model, evaluate_model
+from memcontrol.metrics.setup import FeatureConfig, caption_classes, feature_extractor, resolve_sampling
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
-from memcontrol.train.checkpoint import MANIFEST_FILE, load_model, load_trained
-from memcontrol.train.job import sample_settings
+from memcontrol.peft.trained import MANIFEST_FILE, load_model, load_trained
 
 METRICS_FILE = "metrics.json"
 
 
-@dataclass
-class FeatureConfig:
-    feature_extractor: str = opt(
-        "auto", "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise", choices=("auto", *EXTRACTORS)
-    )
-    feature_weights: str | None = opt(None, "weights file of the extractor (domain: default the built-in encoder)")
-    clip_model: str | None = opt(None, "local CLIP folder for a CLIP score (optional)")
-
-
-def feature_extractor(cfg: FeatureConfig, builtin_data: bool, device) -> FeatureExtractor:
-    name = cfg.feature_extractor
-    if name == "auto":
-        name = "domain" if builtin_data else "torchxrayvision"
-    weights = cfg.feature_weights or (BUILTIN_ENCODER if name == "domain" else None)
-    return make_extractor(name, device=device, weights=weights)
-
-
-def caption_classes(cfg: FeatureConfig, builtin_data: bool, extractor: FeatureExtractor) -> Callable[[str], str | None] | None:
-    """Caption -> class for the alignment score: only the built-in encoder on built-in data knows the classes."""
-    return caption_class if builtin_data and extractor.name == "domain" and not cfg.feature_weights else None
-
-
-def resolve_sampling(settings: EvalSettings, base_model: str | None) -> EvalSettings:
-    """The settings with guidance and steps filled in from the base model's recommendation where not given."""
-    sampling = sample_settings(base_model, SampleConfig(settings.num_inference_steps, settings.guidance_scale))
-    return dataclasses.replace(settings, **sampling)
-
-
-def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalSettings) -> dict:
+def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalConfig) -> dict:
     """Evaluate a `memcontrol train` output on the held-out split (``settings.eval_split``) of the data it was trained on."""
     device = make_accelerator(model_cfg).device
     pipe, manifest = load_trained(model_dir, device=device, dtype=WEIGHT_DTYPES[model_cfg.mixed_precision])
@@ -69,7 +38,7 @@ def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig,
     return _write(output_dir, {**metrics, "model_dir": str(model_dir), "method": manifest["method"], "mask": manifest["mask"]})
 
 
-def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalSettings) -> dict:
+def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalConfig) -> dict:
     """Memorization metrics of any diffusers model (or `memcontrol train` output) against its training images."""
     device = make_accelerator(model_cfg).device
     dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]

@@ -1,4 +1,4 @@
-"""The outer loop's Optuna side: samplers, storage, studies, and the worker loop.
+"""The outer loop (Algorithm 1): Optuna studies and their samplers, the storage, and the workers that run trials.
 
 Many workers, one study: the same command started on several machines with one ``--storage`` URL
 shares the study. A finished trial is never lost or run twice: trials live in the storage, and a
@@ -13,6 +13,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -23,7 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from memcontrol.config import SearchConfig, changed_option
 from memcontrol.errors import UserError
+from memcontrol.search.objectives import Objective
+from memcontrol.search.run_config import RunConfig
+from memcontrol.search.space import SearchSpace
 
+ONESHOT = "oneshot"  # the --strategy that scores masks with one supernet (oneshot.py) instead of a sampler
 STUDY_FILE = "study.db"
 SETUP_ATTR = "setup"  # the study's user attribute holding what its trials depend on
 FAIL_REASON = "fail_reason"  # user attribute of a trial that failed by its own fault (not interrupted)
@@ -218,3 +223,18 @@ def run_trials(
         else:
             time.sleep(poll_seconds)
             optuna.storages.fail_stale_trials(study)
+
+
+def open_studies(
+    job: RunConfig, spaces: list[SearchSpace], objectives: list[Objective], setup: dict, defaults: dict, output_dir: Path
+) -> list:
+    """One study per space, named after it, in the storage of --storage (default: SQLite in ``output_dir``)."""
+    storage = open_storage(job.search, output_dir)
+    suffix = f"-{ONESHOT}" if job.search.strategy == ONESHOT else ""  # its trials are confirmations, not proposals
+    return [
+        open_study(
+            storage, name=f"{job.search.study_name}-{space.name}{suffix}", directions=[o.direction for o in objectives],
+            sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed), setup=setup, defaults=defaults,
+        )
+        for space in spaces
+    ]

@@ -1,29 +1,26 @@
-"""``memcontrol train``: data -> base model -> cached latents -> fine-tune -> save -> sample grid."""
+"""A fine-tuning run (`memcontrol train`, stage 2 of `memcontrol run`): data -> base model -> cached latents ->
+fine-tune -> save -> sample grid."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from diffusers import StableDiffusionPipeline
 
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig, as_dict
 from memcontrol.data.imagefolder import Example
-from memcontrol.data.prepare import PreparedData, image_batches, prepare_data
+from memcontrol.data.prepare import image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.mitigations import MitigationOptions, get_mitigation
-from memcontrol.models.pipeline import recommendations
 from memcontrol.peft import Mask, MethodOptions, PeftMethod, get_method
 from memcontrol.peft.mask_file import resolve_mask
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
-from memcontrol.sampling import generate, save_images
-from memcontrol.train.cache import CaptionEmbeddings, LatentCache
-from memcontrol.train.checkpoint import base_model_reference, save_trained
-from memcontrol.train.engine import TrainingSet, TrainResult, fine_tune
-from memcontrol.train.state import CHECKPOINTS_DIR, Checkpoints, recorded_options
-
-SAMPLE_PROMPTS = 8  # per group (D_mem, validation) in the grid written after training
+from memcontrol.sampling.samples import sample_grid, sample_settings
+from memcontrol.data.cache import CaptionEmbeddings, LatentCache
+from memcontrol.peft.trained import base_model_reference, save_trained
+from memcontrol.train.engine import TrainingSet, fine_tune
+from memcontrol.train.state import CHECKPOINTS_DIR, Checkpoints, TrainResult, recorded_options
 
 
 def build_training_set(
@@ -36,15 +33,6 @@ def build_training_set(
     order = [position[e] for e in examples]
     latents = LatentCache(latents.mean[order], latents.std[order], latents.scaling_factor)
     return TrainingSet(latents, CaptionEmbeddings(pipe.tokenizer, pipe.text_encoder, [e.text for e in examples], progress=progress))
-
-
-def sample_settings(base_model: str | None, sample_cfg: SampleConfig) -> dict:
-    """Guidance and steps from the flags, else from the base model folder's recommendation."""
-    recommended = recommendations(base_model)
-    return {
-        "guidance_scale": sample_cfg.guidance_scale if sample_cfg.guidance_scale is not None else recommended["guidance_scale"],
-        "num_inference_steps": sample_cfg.num_inference_steps or recommended["num_inference_steps"],
-    }
 
 
 def run_train(
@@ -132,25 +120,3 @@ def train_summary(result: TrainResult) -> dict:
 def merge_for_sampling(pipe: StableDiffusionPipeline, method: PeftMethod, mixed_precision: str) -> None:
     """Sample from plain weights in the frozen parts' dtype: base speed, and no fp32/half mix in one pipeline."""
     pipe.unet = method.merge(pipe.unet).to(WEIGHT_DTYPES[mixed_precision]).eval()
-
-
-def sample_grid(
-    pipe: StableDiffusionPipeline, data: PreparedData, resolution: int, settings: dict, batch_size: int, seed: int,
-    output_dir: Path, progress: bool, made: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Samples for D_mem captions (memorization shows here) and for validation captions (quality), image i of each
-    group from seed + i; ``made``: a group's images already generated so (by "dmem" or "validation"), not made again."""
-    groups = {"dmem": data.dmem, "validation": data.splits["validation"]}
-    groups = {name: [e.text for e in examples[:SAMPLE_PROMPTS]] for name, examples in groups.items() if examples}
-    if not groups:
-        return
-    made = made or {}
-    images = [
-        made[name] if name in made and len(made[name]) == len(prompts)
-        else generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=batch_size, progress=progress, **settings)
-        for name, prompts in groups.items()
-    ]
-    save_images(torch.cat(images), output_dir / "samples", columns=SAMPLE_PROMPTS)
-    prompts = [p for group in groups.values() for p in group]
-    seeds = [seed + i for group in groups.values() for i in range(len(group))]
-    write_json(output_dir / "samples" / "prompts.json", {"prompts": prompts, "seeds": seeds, **settings})

@@ -12,90 +12,31 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import typing
-from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from memcontrol.config import DataConfig, ModelConfig, SampleConfig, SearchConfig, TrainConfig, build, load_yaml
-from memcontrol.data.prepare import is_builtin, prepare_data
+from memcontrol.data.prepare import prepare_data
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
-from memcontrol.metrics.evaluate import EvalSettings
-from memcontrol.metrics.job import FeatureConfig
 from memcontrol.peft import MethodOptions, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.search.data import describe_proxy, proxy_training_set
-from memcontrol.search.objective import TRIAL_FILE, InnerLoop, MaskObjective, TrialFailed
-from memcontrol.search.objectives import Objective, parse_objectives
-from memcontrol.search.oneshot import ONESHOT, run_oneshot
+from memcontrol.search.inner_loop import TRIAL_FILE, InnerLoop, MaskObjective, TrialFailed
+from memcontrol.search.objectives import parse_objectives
+from memcontrol.search.oneshot import run_oneshot
+from memcontrol.search.outer_loop import ONESHOT, finished_count, open_studies, run_trials, warn_if_random_search
 from memcontrol.search.results import write_results
-from memcontrol.search.space import Proposal, SearchSpace, search_spaces
-from memcontrol.search.study import (
-    TrialSeededSampler, finished_count, make_sampler, open_storage, open_study, run_trials, warn_if_random_search,
-)
+from memcontrol.search.run_config import OPERATIONAL, STEERING, RunConfig
+from memcontrol.search.space import Proposal, search_spaces
 
-CPU_PRESET = "cpu"
 SEARCH_DATA = "search_data.json"
 TRIALS_DIR = "trials"
 BASELINES_DIR = "baselines"
 
-# Options that change where or how fast a job runs, never its results.
-OPERATIONAL = {
-    "model.device", "data.dataloader_num_workers", "sample.sample_batch_size", "evaluation.batch_size",
-    "evaluation.feature_batch_size", "search.storage", "search.heartbeat_interval", "search.grace_period", "search.max_retry",
-    "train.checkpointing_steps", "train.checkpoints_total_limit", "train.resume_from_checkpoint",
-}
-# Options that steer the search but not what one trial yields: a study may go on under other values.
-STEERING = {
-    "search.n_trials", "search.sampler", "search.population_size", "search.crossover", "search.crossover_prob",
-    "search.mutation_prob", "search.startup_trials", "search.search_seed", "search.pick_rule", "search.baselines",
-    "search.study_name", "search.strategy", "search.supernet_train_steps", "search.oneshot_masks", "search.oneshot_fid_samples",
-    "search.oneshot_dmem_prompts", "search.oneshot_inference_steps", "search.oneshot_confirm",
-}
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """Every option of `memcontrol search` and `memcontrol run`."""
-
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig
-    sample: SampleConfig
-    search: SearchConfig
-    features: FeatureConfig
-    evaluation: EvalSettings
-
-    @staticmethod
-    def classes() -> tuple[type, ...]:
-        """The config classes, in field order (for ``config.build``)."""
-        hints = typing.get_type_hints(JobConfig)
-        return tuple(hints[f.name] for f in dataclasses.fields(JobConfig))
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> JobConfig:
-        """From the flags and ``--config``; on built-in data without ``--config``, over the CPU preset (sized for a CPU)."""
-        builtin = is_builtin(getattr(args, "train_data_dir", None))
-        defaults = load_yaml(CPU_PRESET) if builtin and not getattr(args, "config", None) else None
-        return cls(*build(cls.classes(), args, defaults=defaults))
-
-    def options(self) -> dict:
-        """Every option as ``section.name: value``."""
-        return {f"{f.name}.{k}": v for f in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
-
-    @classmethod
-    def with_defaults(cls) -> JobConfig:
-        """Every option at its default (no preset): what a result recorded before an option existed was made with."""
-        return cls(*(config() for config in cls.classes()))
-
-
-def trial_setup(job: JobConfig, data_record: dict) -> dict:
+def trial_setup(job: RunConfig, data_record: dict) -> dict:
     """What a trial's outcome depends on; a study's trials are comparable only while these stay the same."""
     setup = {k: v for k, v in job.options().items() if k not in OPERATIONAL | STEERING and not k.startswith("sample.")}
     # What a trial really runs with: stage 2's steps and FID samples matter only where the search takes them.
@@ -106,7 +47,7 @@ def trial_setup(job: JobConfig, data_record: dict) -> dict:
     return {**setup, "data": data_record}
 
 
-def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True) -> dict:
+def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True) -> dict:
     """Run trials until every study holds ``--n_trials`` finished ones, evaluate the baselines, pick; return best_mask.json."""
     output_dir = ensure_writable_dir(output_dir)
     if job.search.n_trials < 1:
@@ -121,8 +62,8 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     training = proxy_training_set(data, job.search.proxy_fraction, job.data.split_seed)
     data_record = describe_proxy(data, training)
     write_json(output_dir / SEARCH_DATA, {**data_record, "proxy": [str(e.image_path) for e in dict.fromkeys(training)]})
-    setup, defaults = trial_setup(job, data_record), trial_setup(JobConfig.with_defaults(), data_record)
-    studies = _open_studies(job, spaces, objectives, setup, defaults, output_dir)
+    setup, defaults = trial_setup(job, data_record), trial_setup(RunConfig.with_defaults(), data_record)
+    studies = open_studies(job, spaces, objectives, setup, defaults, output_dir)
     inner = cache(partial(InnerLoop, job, data, training, objectives))  # loads the model: only when there is work left
     summary = None
     if oneshot:  # its studies hold the masks it confirms, trained as the bi-level trials are
@@ -160,27 +101,12 @@ def run_search(job: JobConfig, output_dir: str | Path, *, progress: bool = True)
     )
 
 
-def _open_studies(
-    job: JobConfig, spaces: list[SearchSpace], objectives: list[Objective], setup: dict, defaults: dict, output_dir: Path
-) -> list:
-    """One study per space, named after it, in the storage of --storage (default: SQLite in ``output_dir``)."""
-    storage = open_storage(job.search, output_dir)
-    suffix = f"-{ONESHOT}" if job.search.strategy == ONESHOT else ""  # its trials are confirmations, not proposals
-    return [
-        open_study(
-            storage, name=f"{job.search.study_name}-{space.name}{suffix}", directions=[o.direction for o in objectives],
-            sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed), setup=setup, defaults=defaults,
-        )
-        for space in spaces
-    ]
-
-
 def _show(bar: tqdm, offset: int, finished: int) -> None:
     bar.n = offset + finished
     bar.refresh()
 
 
-def _baselines(job: JobConfig, unet) -> dict[str, Proposal]:
+def _baselines(job: RunConfig, unet) -> dict[str, Proposal]:
     """``--baselines full@5e-4,svdiff``: each method with every site on, at its own learning rate or --learning_rate
     (the paper's Figure 3 squares)."""
     options, proposals = MethodOptions.from_config(job.train), {}

@@ -4,9 +4,9 @@ from memcontrol.data.prepare import prepare_data
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
 from memcontrol.sampling import generate
-from memcontrol.train.checkpoint import load_trained, read_manifest, save_trained
+from memcontrol.peft.trained import load_trained, read_manifest, save_trained
 from memcontrol.train.engine import fine_tune
-from memcontrol.train.job import build_training_set
+from memcontrol.train.run import build_training_set
 
 
 def test_save_load_generate_reproduces_the_trained_model(tiny_configs, tmp_path):

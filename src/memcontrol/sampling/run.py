@@ -10,8 +10,8 @@ from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.sampling.generate import generate, save_images
-from memcontrol.train.checkpoint import load_model
-from memcontrol.train.job import sample_settings
+from memcontrol.peft.trained import load_model
+from memcontrol.sampling.samples import sample_settings
 
 
 def run_generate(
