@@ -18,9 +18,9 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
 from memcontrol.data.prepare import prepare_data
 from memcontrol.metrics import dmem_scores
 from memcontrol.models.pipeline import load_pipeline, recommendations
+from memcontrol.peft.trained import load_trained
 from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.scenario import digit_accuracy, extraction_check
-from memcontrol.peft.trained import load_trained
 from memcontrol.train.run import run_train
 
 RESOLUTION = 16

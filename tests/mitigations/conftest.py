@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
+from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.data.prepare import prepare_data
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator
-from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.train.engine import fine_tune
 from memcontrol.train.run import build_training_set
 

@@ -2,9 +2,9 @@ import torch
 
 from memcontrol.data.prepare import prepare_data
 from memcontrol.peft import get_method
+from memcontrol.peft.trained import load_trained, read_manifest, save_trained
 from memcontrol.runtime import load_for_training, make_accelerator
 from memcontrol.sampling import generate
-from memcontrol.peft.trained import load_trained, read_manifest, save_trained
 from memcontrol.train.engine import fine_tune
 from memcontrol.train.run import build_training_set
 

@@ -56,8 +56,8 @@ def test_an_unknown_preset_lists_the_presets(capsys):
 
 def test_every_choice_of_the_flags_is_implemented():
     from memcontrol.config import CROSSOVER_CHOICES, PICK_RULE_CHOICES, SAMPLER_CHOICES, SearchConfig
-    from memcontrol.search.pick import PICK_RULE_NAMES, PICK_RULES
     from memcontrol.search.outer_loop import CROSSOVERS, make_sampler
+    from memcontrol.search.pick import PICK_RULE_NAMES, PICK_RULES
 
     assert set(PICK_RULES) == set(PICK_RULE_NAMES) == set(PICK_RULE_CHOICES) and set(CROSSOVERS) == set(CROSSOVER_CHOICES)
     for sampler in SAMPLER_CHOICES:

@@ -19,8 +19,19 @@ from tqdm.auto import tqdm
 
 from memcontrol.benchmark.figure import plot_closest
 from memcontrol.benchmark.grid import (
-    CELLS_DIR, EVALUATION_DIR, MEMCONTROL, BenchmarkConfig, Cell, Row, cell_finished, check_cell, make_row, parse_mitigations,
-    parse_rows, parse_seeds, run_cell,
+    CELLS_DIR,
+    EVALUATION_DIR,
+    MEMCONTROL,
+    BenchmarkConfig,
+    Cell,
+    Row,
+    cell_finished,
+    check_cell,
+    make_row,
+    parse_mitigations,
+    parse_rows,
+    parse_seeds,
+    run_cell,
 )
 from memcontrol.benchmark.table import cell_record, write_tables
 from memcontrol.benchmark.workers import FAILURE_FILE, run_cells_in_workers
@@ -31,9 +42,9 @@ from memcontrol.io import ensure_writable_dir
 from memcontrol.peft import MethodOptions, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.peft.mask_file import SearchedMask, read_mask_file
+from memcontrol.search.results import BEST_MASK
 from memcontrol.search.run import run_search
 from memcontrol.search.run_config import RunConfig
-from memcontrol.search.results import BEST_MASK
 
 CPU_PRESET = "benchmark-cpu"
 SEARCH_DIR = "search"

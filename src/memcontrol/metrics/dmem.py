@@ -24,10 +24,10 @@ from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from memcontrol.data.cache import LatentCache
 from memcontrol.data.imagefolder import Example, load_images
 from memcontrol.errors import UserError
 from memcontrol.sampling import decode
-from memcontrol.data.cache import LatentCache
 
 DMEM_MODES = ("trajectory", "training-noise")
 

@@ -14,8 +14,8 @@ from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.metrics.evaluate import EvalConfig, audit_model, evaluate_model
 from memcontrol.metrics.setup import FeatureConfig, caption_classes, feature_extractor, resolve_sampling
-from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.peft.trained import MANIFEST_FILE, load_model, load_trained
+from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 
 METRICS_FILE = "metrics.json"
 

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from memcontrol.config import TrainConfig, options_from
+from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
 from memcontrol.registry import Registry
-from memcontrol.data.cache import CaptionEmbeddings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from memcontrol.mitigations.base import Mitigation, register
 from memcontrol.data.cache import CaptionEmbeddings
+from memcontrol.mitigations.base import Mitigation, register
 
 
 @register

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
 from memcontrol.mitigations.base import Mitigation, MitigationOptions, register
-from memcontrol.data.cache import CaptionEmbeddings
 
 
 def read_caption_variants(path: str | Path) -> dict[str, list[str]]:

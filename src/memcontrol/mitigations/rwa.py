@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
+from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
 from memcontrol.mitigations.base import Mitigation, register
-from memcontrol.data.cache import CaptionEmbeddings
 
 END_OF_WORD = "</w>"  # CLIP's BPE marks word-final pieces; the other pieces begin longer words
 

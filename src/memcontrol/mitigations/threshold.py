@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
 from memcontrol.mitigations.base import Mitigation, MitigationOptions, register
-from memcontrol.data.cache import CaptionEmbeddings
 
 
 def conditional_norms(

@@ -10,6 +10,7 @@ import torch
 from accelerate import Accelerator
 
 from memcontrol.config import TrainConfig, as_dict, opt
+from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.io import atomic_dir, write_json
 from memcontrol.models.pipeline import RECOMMENDATIONS_FILE
 from memcontrol.peft import get_method
@@ -18,7 +19,6 @@ from memcontrol.pretrain.components import RESOLUTION, random_pipeline
 from memcontrol.pretrain.data import general_domain
 from memcontrol.pretrain.vae import load_conditioned_unet, load_vae, measure_vae, train_vae
 from memcontrol.scenario import digit_accuracy
-from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.engine import TrainingSet, fine_tune
 
 # Guidance above ~1.5 breaks caption following in a model this small (feasibility notes).

@@ -8,9 +8,9 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig
 from memcontrol.data.prepare import prepare_data
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
+from memcontrol.peft.trained import load_model
 from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolution
 from memcontrol.sampling.generate import generate, save_images
-from memcontrol.peft.trained import load_model
 from memcontrol.sampling.samples import sample_settings
 
 

@@ -5,10 +5,10 @@ small proxy training set and measures d_mem on D_mem and FID on validation promp
 front of the trials and one mask picked on it are the result.
 """
 
-from memcontrol.search.run import run_search
-from memcontrol.search.run_config import RunConfig
 from memcontrol.search.objectives import OBJECTIVES, Objective, parse_objectives
 from memcontrol.search.pick import PICK_RULES, hypervolume, pareto_mask, pick
+from memcontrol.search.run import run_search
+from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import Proposal, SearchSpace, search_spaces
 
 __all__ = [

@@ -29,12 +29,12 @@ from memcontrol.metrics.evaluate import EvalConfig
 from memcontrol.metrics.setup import caption_classes, feature_extractor, resolve_sampling
 from memcontrol.peft import MethodOptions, get_method
 from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
+from memcontrol.sampling.samples import SAMPLE_PROMPTS, sample_grid
 from memcontrol.search.objectives import Objective, TrialMetrics
+from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
 from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import Proposal, SearchSpace
-from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
 from memcontrol.train.engine import NonFiniteLoss, fine_tune
-from memcontrol.sampling.samples import SAMPLE_PROMPTS, sample_grid
 from memcontrol.train.run import build_training_set, merge_for_sampling, train_summary
 
 TRIAL_FILE = "trial.json"

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
-from optuna.samplers import BaseSampler
-from optuna.samplers import nsgaii
+from optuna.samplers import BaseSampler, nsgaii
 from optuna.trial import FrozenTrial, TrialState
 
 from memcontrol.config import SearchConfig, changed_option

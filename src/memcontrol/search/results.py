@@ -18,9 +18,9 @@ from optuna.trial import FrozenTrial, TrialState
 from memcontrol.errors import UserError
 from memcontrol.io import write_json, write_text
 from memcontrol.search.objectives import OBJECTIVES, Objective
+from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON
 from memcontrol.search.pick import hypervolume_history, pareto_mask, pick
 from memcontrol.search.plots import plot_convergence, plot_pareto
-from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON
 
 TRIALS_CSV = "trials.csv"
 PARETO_JSON = "pareto.json"

@@ -28,11 +28,11 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from memcontrol.config import TrainConfig
+from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.errors import UserError
 from memcontrol.mitigations import Mitigation, MitigationOptions, get_mitigation
 from memcontrol.peft import Mask, PeftMethod
 from memcontrol.runtime import WEIGHT_DTYPES, cast_frozen
-from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.train.state import BatchIndices, Checkpoints, Progress, TrainingState, TrainResult
 
 LOG_EVERY = 10  # steps between loss read-outs: each one synchronises the device

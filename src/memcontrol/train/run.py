@@ -9,16 +9,16 @@ from accelerate import Accelerator
 from diffusers import StableDiffusionPipeline
 
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig, as_dict
+from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
 from memcontrol.mitigations import MitigationOptions, get_mitigation
 from memcontrol.peft import Mask, MethodOptions, PeftMethod, get_method
 from memcontrol.peft.mask_file import resolve_mask
+from memcontrol.peft.trained import base_model_reference, save_trained
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling.samples import sample_grid, sample_settings
-from memcontrol.data.cache import CaptionEmbeddings, LatentCache
-from memcontrol.peft.trained import base_model_reference, save_trained
 from memcontrol.train.engine import TrainingSet, fine_tune
 from memcontrol.train.state import CHECKPOINTS_DIR, Checkpoints, TrainResult, recorded_options
 
