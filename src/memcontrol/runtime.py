@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
@@ -19,6 +21,33 @@ def make_accelerator(cfg: ModelConfig) -> Accelerator:
     AcceleratorState._reset_state()
     torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32  # set either way: a process may run jobs with either value
     return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
+
+
+# What torchrun (accelerate launch) tells each process it started; without them a process runs alone.
+LAUNCHER_VARIABLES = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+    "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
+)
+
+
+def launched_processes() -> int:
+    """How many processes accelerate launch (torchrun) started for this command: 1 when run directly."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_rank() -> int:
+    """This process's number among them (0: the main one), read without starting the process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def one_process_environment() -> dict[str, str]:
+    """This process's environment for a child that is to run alone: without the launcher's variables (so that its
+    accelerate state is not distributed), and on this process's own GPU."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and not k.startswith("TORCHELASTIC_")}
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    env["CUDA_VISIBLE_DEVICES"] = visible[local_rank] if local_rank < len(visible) else str(local_rank)
+    return env
 
 
 def is_main_process() -> bool:

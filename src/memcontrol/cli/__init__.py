@@ -23,7 +23,7 @@ Fine-tune Stable Diffusion on sensitive images without memorizing them (MemContr
 search where in the U-Net a parameter-efficient method may learn, fine-tune under the mask chosen, and
 measure generation quality and memorization. `memcontrol run` does it all on the built-in data.
 `memcontrol COMMAND --help` lists a command's options; any of them can also come from a --config YAML file."""
-SEVERAL_PROCESS_COMMANDS = ("train",)  # those that share their work between the processes of accelerate launch
+SEVERAL_PROCESS_COMMANDS = ("train", "run")  # those that share their work between the processes of accelerate launch
 
 
 def _quiet_libraries() -> None:
@@ -75,7 +75,7 @@ def _require_one_process(command: str) -> None:
     if processes > 1 and command not in SEVERAL_PROCESS_COMMANDS:
         raise UserError(
             f"runs in one process, not {processes} (WORLD_SIZE): under accelerate launch only `memcontrol train` "
-            "shares its work between processes"
+            "and `memcontrol run` share their work between processes"
         )
 
 

@@ -15,7 +15,9 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from memcontrol.pipeline import run_pipeline
+    from memcontrol.runtime import process_rank
     from memcontrol.search import RunConfig
 
     report = run_pipeline(RunConfig.from_args(args), args.output_dir)
-    print(f"report written to {report}")
+    if process_rank() == 0:  # under accelerate launch: one line, from the process that wrote the report
+        print(f"report written to {report}")

@@ -34,7 +34,7 @@ def run_stages(
     """
     path = directory / state_file
     state = _state(path, _as_stored(options), _as_stored(defaults), label)
-    done = {d["stage"] for d in state["stages"]}
+    done = {d["stage"] for d in state["stages"]}  # as stages_done reads them
     for number, (name, stage) in enumerate(stages.items(), start=1):
         header = f"{label} [{number}/{len(stages)}] {name}:"
         if name in done:
@@ -45,6 +45,11 @@ def run_stages(
         stage(job, directory, progress)
         state["stages"].append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
         write_json(path, state)
+
+
+def stages_done(path: Path) -> set[str]:
+    """The stages that ``path`` (a state file) records as done; none when there is no such file yet."""
+    return {d["stage"] for d in json.loads(path.read_text())["stages"]} if path.is_file() else set()
 
 
 def _as_stored(options: dict) -> dict:
