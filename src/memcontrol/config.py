@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import math
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,9 +29,42 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
-    """A config field: its default, its --help text and what it accepts (``choices``; for numbers ``min``,
-    ``above`` (exclusive) and ``max``, checked with the type when a config is built from flags and YAML)."""
+    """A config field: its default, its --help text and what it accepts, checked with the type when a config is built
+    from flags and YAML: ``choices`` (names, or a function returning them such as a registry's ``names``, called when
+    flags are made and values checked); for numbers ``min``, ``above`` (exclusive) and ``max``.
+
+    A list field (``list[str]``, ``list[float]`` ...) takes a comma-separated flag, or a YAML list or comma-separated
+    string; each item is checked as a field of the item's type would be (``choices`` and bounds apply to the items),
+    repeats are dropped, and ``min_items`` says how many distinct items it needs.
+    """
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _registered(package: str, registry: str) -> Callable[[], list[str]]:
+    """``choices``: the names in the Registry ``registry`` of ``package``, read when asked, as the plug-in packages
+    build on this module and cannot be imported while it loads."""
+    return lambda: getattr(importlib.import_module(package), registry).names()
+
+
+class MethodRate(str):
+    """``METHOD`` or ``METHOD@LEARNING_RATE`` (``--baselines``, the benchmark's ``--methods``): the text as given, which
+    names its folders and rows, and its parts; ``learning_rate`` None: at ``--learning_rate``."""
+
+    method: str
+    learning_rate: float | None
+
+    def __new__(cls, text: str) -> MethodRate:
+        self = super().__new__(cls, text.strip())
+        self.method, at, rate = self.partition("@")
+        try:
+            self.learning_rate = float(rate) if at else None
+        except ValueError:
+            raise ValueError(f"expected METHOD or METHOD@LEARNING_RATE, e.g. full@5e-4, got {text!r}") from None
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise ValueError(f"expected a finite learning rate of at least 0 after the @, got {text!r}")
+        return self
 
 
 @dataclass
@@ -130,32 +165,33 @@ class SampleConfig:
     sample_batch_size: int = opt(16, "images generated per forward pass", min=1)
 
 
-# Names of the search's samplers, NSGA-II crossovers and pick rules (memcontrol.search.outer_loop and .pick implement them).
-SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
-CROSSOVER_CHOICES = ("uniform", "blxalpha", "sbx", "vsbx", "undx", "spx")
-PICK_RULE_CHOICES = ("normalized_mean", "mean", "ideal", "chebyshev")
-STRATEGY_CHOICES = ("bilevel", "oneshot")
-
-
 @dataclass
 class SearchConfig:
     """The mask search (stage 1): its objectives, sampler, budget and storage."""
 
     n_trials: int = opt(20, "finished trials the study is to hold (per method with --method all and union), whoever runs them", min=1)
-    objectives: str = opt("dmem_mean,fid", "two or more metrics, comma-separated: dmem_mean, dmem_max, fid, amd, alignment, clip_score, extracted")
+    objectives: list[str] = opt(
+        ["dmem_mean", "fid"], "two or more metrics", choices=_registered("memcontrol.search", "OBJECTIVES"), min_items=2
+    )
     proxy_fraction: float = opt(0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)", min=0, max=1)
     trial_train_steps: int | None = opt(None, "optimisation steps of each trial; default: --max_train_steps", min=0)
     trial_fid_samples: int | None = opt(None, "validation prompts (and real validation images) for each trial's FID; default: --fid_samples", min=2)
     search_learning_rate: bool = opt(False, "search the learning rate as well, on a log scale (the authors)")
     learning_rate_min: float = opt(1e-5, "lowest learning rate searched", above=0)
     learning_rate_max: float = opt(1e-3, "highest learning rate searched", above=0)
-    global_methods: str = opt("svdiff,difffit,attention", "the methods --method all searches, comma-separated")
+    global_methods: list[str] = opt(
+        ["svdiff", "difffit", "attention"], "the methods --method all searches",
+        choices=_registered("memcontrol.peft.base", "METHODS"), min_items=1,
+    )
     global_search: str = opt(
         "union", "--method all: union of per-method Pareto fronts (the paper), or one study choosing the method", choices=("union", "categorical")
     )
-    sampler: str = opt("nsga2", "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random", choices=SAMPLER_CHOICES)
+    sampler: str = opt(
+        "nsga2", "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random",
+        choices=_registered("memcontrol.search", "SAMPLERS"),
+    )
     population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
-    crossover: str = opt("uniform", "NSGA-II crossover", choices=CROSSOVER_CHOICES)
+    crossover: str = opt("uniform", "NSGA-II crossover", choices=_registered("memcontrol.search", "CROSSOVERS"))
     crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
     mutation_prob: float | None = opt(None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1)
     startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled", min=0)
@@ -165,10 +201,11 @@ class SearchConfig:
         "min-max normalised over the trials, as FID (hundreds) beside d_mem (about 1) would decide the raw mean alone; "
         "mean, the paper's mean of the raw values (a maximised objective subtracted); ideal, distance to the ideal "
         "point; chebyshev, the worst objective (both normalised)",
-        choices=PICK_RULE_CHOICES,
+        choices=_registered("memcontrol.search", "PICK_RULES"),
     )
-    baselines: str = opt(
-        "", "methods also trained with every site on, as trials are, for comparison: METHOD[@LEARNING_RATE],... (e.g. full@5e-4,svdiff)"
+    baselines: list[MethodRate] = opt(
+        [], "methods also trained with every site on, as trials are, for comparison: METHOD[@LEARNING_RATE],... "
+        "(e.g. full@5e-4,svdiff)", choices=_registered("memcontrol.peft.base", "METHODS"),
     )
     storage: str | None = opt(
         None, "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir"
@@ -180,7 +217,7 @@ class SearchConfig:
     strategy: str = opt(
         "bilevel", "bilevel: each trial fine-tunes one proposed mask (the paper); oneshot: train one weight-sharing supernet on "
         "the proxy set, score masks from it without retraining, and confirm its Pareto front with stand-alone trials",
-        choices=STRATEGY_CHOICES,
+        choices=_registered("memcontrol.search", "STRATEGIES"),
     )
     supernet_train_steps: int | None = opt(None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1)
     oneshot_masks: int = opt(
@@ -213,15 +250,34 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
             if f.name in seen:
                 continue
             seen.add(f.name)
-            kind = _base_type(hints[f.name])
-            text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %: "1%" must not break --help
-            kwargs: dict[str, Any] = {"help": text, "default": argparse.SUPPRESS}
+            kind, choices = _base_type(hints[f.name]), _choices(f)
+            text = f.metadata.get("help", "")
+            kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
+            elif _item_type(kind):  # the text, split and checked in build() as a YAML value is
+                text += f"; comma-separated{': any of ' + ', '.join(choices) if choices else ''}"
+                kwargs["metavar"] = "A,B,..."
             else:
                 kwargs["type"] = kind
-                kwargs["choices"] = f.metadata.get("choices")
+                kwargs["choices"] = choices
+            kwargs["help"] = text.replace("%", "%%")  # argparse formats help with %: "1%" must not break --help
             group.add_argument(f"--{f.name}", **kwargs)
+
+
+def _choices(f: dataclasses.Field) -> Sequence[str] | None:
+    choices = f.metadata.get("choices")
+    return choices() if callable(choices) else choices
+
+
+def _item_type(kind: Any) -> type | None:
+    """``list[float]`` -> float; None for a type that is not a list."""
+    return typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+
+
+def split_items(text: str) -> list[str]:
+    """``"a, b,,a"`` -> ["a", "b"]: the items of a comma-separated list option, repeats dropped."""
+    return list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
 
 
 def preset_names() -> list[str]:
@@ -277,17 +333,47 @@ def _instance(cls: type, values: dict[str, Any], labels: dict[str, str]) -> Any:
 
 def _checked(f: dataclasses.Field, kind: type, value: Any, label: str) -> Any:
     """``value`` of field ``f``, checked against its type, choices and bounds; ``label`` names it in errors."""
+    if _item_type(kind):
+        return _checked_list(f, _item_type(kind), value, label)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
         hint = " (quote it in YAML)" if kind is str else ""
         raise UserError(f"{label} expects {kind.__name__}{hint}, got {value!r}")
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
+    choices = _choices(f)
+    if choices and (value.method if isinstance(value, MethodRate) else value) not in choices:
         raise UserError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
     if kind in (int, float) and value is not None:
         _check_bounds(f, value, label)
     return value
+
+
+def _checked_list(f: dataclasses.Field, item: type, value: Any, label: str) -> list:
+    """A list field's value (a list, comma-separated text, or one item), each item checked, repeats dropped."""
+    if isinstance(value, str):
+        value = split_items(value)
+    items = list(dict.fromkeys(_checked(f, item, _parsed(item, v, label), label) for v in _as_list(value)))
+    least = f.metadata.get("min_items", 0)
+    if len(items) < least:
+        raise UserError(f"{label}: expected at least {least} distinct values, comma-separated, got {len(items)}")
+    return items
+
+
+def _as_list(value: Any) -> list:
+    if value is None:  # a YAML key without a value
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _parsed(item: type, value: Any, label: str) -> Any:
+    """An item of a list given as text (a flag, a comma-separated YAML string) as its type; other values unchanged."""
+    if not isinstance(value, str) or item is str:
+        return value
+    try:
+        return item(value)
+    except ValueError as e:
+        detail = str(e) if item is MethodRate else f"expected {item.__name__} values, got {value!r}"
+        raise UserError(f"{label}: {detail}") from None
 
 
 def _check_bounds(f: dataclasses.Field, value: float, label: str) -> None:
@@ -330,6 +416,9 @@ def changed_option(recorded: dict[str, Any], current: dict[str, Any], defaults: 
     for key in sorted(set(recorded) | set(current)):
         if key not in recorded and key in defaults and current.get(key) == defaults[key]:
             continue
-        if recorded.get(key) != current.get(key):
+        old = recorded.get(key)
+        if isinstance(old, str) and isinstance(current.get(key), list):  # recorded before list options were lists
+            old = split_items(old)
+        if old != current.get(key):
             return key
     return None

@@ -1,16 +1,19 @@
-"""Name -> class registries, as huggingface/peft registers its tuners: adding a plug-in never edits a central if/elif."""
+"""Name -> plug-in registries, as huggingface/peft registers its tuners: adding a plug-in never edits a central if/elif.
+
+A plug-in is a class or an instance with a ``name`` attribute (a PEFT method class, an objective, a pick rule ...)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from memcontrol.errors import UserError
 
-T = TypeVar("T", bound=type)
+T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Classes with a ``name`` attribute, found by the value of a command-line ``flag``."""
+    """Plug-ins with a ``name`` attribute, found by the value of a command-line ``flag``."""
 
     def __init__(self, kind: str, flag: str):
         self.kind, self.flag, self._classes = kind, flag, {}
@@ -29,3 +32,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._classes)
+
+    def __iter__(self) -> Iterator[T]:
+        """The plug-ins in the order they were registered (the order outputs list them in)."""
+        return iter(self._classes.values())

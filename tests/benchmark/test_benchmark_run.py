@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from memcontrol.benchmark import BenchmarkRunConfig
-from memcontrol.benchmark.grid import parse_mitigations, parse_rows
+from memcontrol.benchmark.grid import make_row
 from memcontrol.cli import main
 from memcontrol.data.imagefolder import load_image
 from memcontrol.metrics import tile_distances
@@ -90,9 +90,10 @@ def test_bad_grids_are_one_line_errors_before_any_training(tiny_search_config, t
 
 def test_the_cpu_preset_is_the_default_on_builtin_data_and_its_grid_parses():
     job = BenchmarkRunConfig.from_args(argparse.Namespace(seeds="0,1"))
-    assert job.benchmark.seeds == "0,1"  # a flag still wins
-    rows = parse_rows(job.benchmark.methods, job.job.train.learning_rate)
-    assert [method for _, method, _ in rows] == ["freeze", "full", "svdiff", "difffit", "attention", "memcontrol"]
-    assert parse_mitigations(job.benchmark.mitigations, job.job.train) == ["none", "rwa", "threshold"]
+    assert job.benchmark.seeds == [0, 1]  # a flag still wins
+    assert [m.method for m in job.benchmark.methods] == ["freeze", "full", "svdiff", "difffit", "attention", "memcontrol"]
+    rows = [make_row(m, job.job.train.learning_rate, None) for m in job.benchmark.methods[:-1]]
+    assert [(r.label, r.learning_rate) for r in rows[:2]] == [("freeze", 5e-4), ("full@5.0e-4", 5e-4)]
+    assert job.benchmark.mitigations == ["none", "rwa", "threshold"]
     yours = BenchmarkRunConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
-    assert yours.job.train.max_train_steps == 1000 and yours.benchmark.seeds == "0,1,2"  # the fields' defaults
+    assert yours.job.train.max_train_steps == 1000 and yours.benchmark.seeds == [0, 1, 2]  # the fields' defaults

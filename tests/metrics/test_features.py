@@ -20,7 +20,7 @@ def test_pixel_features_are_resized_flattened_pixels():
 
 
 def test_unknown_extractor_or_unexpected_weights_are_user_errors():
-    with pytest.raises(UserError, match="expected one of pixels, torchxrayvision, inception, domain"):
+    with pytest.raises(UserError, match="expected one of domain, inception, pixels, torchxrayvision"):
         make_extractor("clip")
     with pytest.raises(UserError, match="takes no weights"):
         make_extractor("pixels", weights="x.pt")

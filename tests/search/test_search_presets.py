@@ -6,7 +6,7 @@ import pytest
 
 from memcontrol.cli import main
 from memcontrol.config import build, preset_names
-from memcontrol.search import RunConfig, parse_objectives
+from memcontrol.search import RunConfig, get_objectives
 
 
 def _preset(name):
@@ -20,7 +20,7 @@ def _preset(name):
 @pytest.mark.parametrize("name", preset_names())
 def test_every_shipped_config_parses(name):
     job = _preset(name)
-    assert len(parse_objectives(job.search.objectives)) >= 2 and job.search.n_trials >= 1
+    assert len(get_objectives(job.search.objectives)) >= 2 and job.search.n_trials >= 1
 
 
 def test_the_paper_preset_has_the_authors_settings():
@@ -54,14 +54,18 @@ def test_an_unknown_preset_lists_the_presets(capsys):
     assert "gpu-cluster" in err and "cpu" in err and "paper-sd15" in err
 
 
-def test_every_choice_of_the_flags_is_implemented():
-    from memcontrol.config import CROSSOVER_CHOICES, PICK_RULE_CHOICES, SAMPLER_CHOICES, SearchConfig
-    from memcontrol.search.outer_loop import CROSSOVERS, make_sampler
-    from memcontrol.search.pick import PICK_RULE_NAMES, PICK_RULES
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_every_registered_sampler_and_crossover_makes_an_optuna_sampler():
+    import optuna
 
-    assert set(PICK_RULES) == set(PICK_RULE_NAMES) == set(PICK_RULE_CHOICES) and set(CROSSOVERS) == set(CROSSOVER_CHOICES)
-    for sampler in SAMPLER_CHOICES:
-        make_sampler(SearchConfig(sampler=sampler), seed=0)
+    from memcontrol.config import SearchConfig
+    from memcontrol.search.outer_loop import CROSSOVERS, SAMPLERS, make_sampler
+
+    for sampler in SAMPLERS.names():
+        assert isinstance(make_sampler(SearchConfig(sampler=sampler), seed=0), optuna.samplers.BaseSampler)
+    for crossover in CROSSOVERS.names():
+        nsga2 = make_sampler(SearchConfig(crossover=crossover), seed=0)
+        assert type(nsga2._child_generation_strategy._crossover) is CROSSOVERS.get(crossover).make
 
 
 @pytest.mark.parametrize("name, warns", [("cpu", False), ("benchmark-cpu", False), ("paper-sd15", True)])

@@ -1,13 +1,15 @@
 """The search space (bits per site, learning rate, several methods), the objectives and the proxy training set."""
 
+import argparse
+
 import optuna
 import pytest
 
-from memcontrol.config import DataConfig, SearchConfig, TrainConfig
+from memcontrol.config import DataConfig, SearchConfig, TrainConfig, build
 from memcontrol.data.prepare import prepare_data
 from memcontrol.errors import UserError
 from memcontrol.models.architectures import build_unet
-from memcontrol.search import parse_objectives, search_spaces
+from memcontrol.search import get_objectives, search_spaces
 from memcontrol.search.data import proxy_training_set
 
 
@@ -42,7 +44,7 @@ def test_learning_rate_is_searched_on_a_log_scale(sd15):
 
 
 def test_categorical_global_search_chooses_the_method(sd15):
-    search = SearchConfig(global_search="categorical", global_methods="svdiff,attention")
+    search = SearchConfig(global_search="categorical", global_methods=["svdiff", "attention"])
     (space,) = search_spaces(TrainConfig(method="all"), search, sd15)
     assert space.name == "all"
     proposal = space.suggest(optuna.trial.FixedTrial({"method": "attention", **dict.fromkeys(space.sites["attention"], 1)}))
@@ -50,7 +52,7 @@ def test_categorical_global_search_chooses_the_method(sd15):
 
 
 @pytest.mark.parametrize("train, search, message", [
-    (TrainConfig(method="all"), SearchConfig(global_methods="svdiff,magic"), "magic"),
+    (TrainConfig(method="all"), SearchConfig(global_methods=["svdiff", "magic"]), "magic"),
     (TrainConfig(method="svdiff"), SearchConfig(search_learning_rate=True, learning_rate_min=1e-3, learning_rate_max=1e-5), "learning_rate_min"),
     (TrainConfig(method="full", layout="paper"), SearchConfig(), "no mask sites"),
 ])
@@ -60,10 +62,11 @@ def test_bad_spaces_are_user_errors(sd15, train, search, message):
 
 
 def test_objectives_parse_with_their_directions():
-    assert [(o.name, o.direction) for o in parse_objectives("amd, extracted")] == [("amd", "maximize"), ("extracted", "minimize")]
+    (search,) = build((SearchConfig,), argparse.Namespace(objectives="amd, extracted"))
+    assert [(o.name, o.direction) for o in get_objectives(search.objectives)] == [("amd", "maximize"), ("extracted", "minimize")]
     for bad in ("fid", "fid,fid", "fid,sharpness"):
         with pytest.raises(UserError, match="--objectives"):
-            parse_objectives(bad)
+            build((SearchConfig,), argparse.Namespace(objectives=bad))
 
 
 def test_proxy_keeps_every_dmem_copy_and_a_share_of_the_rest(tiny_data_dir):

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from memcontrol.config import TrainConfig, opt
-from memcontrol.errors import UserError
+from memcontrol.config import MethodRate, TrainConfig, opt
 from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.run import run_evaluate
 from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
@@ -35,13 +34,19 @@ CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model",
 class BenchmarkConfig:
     """What `memcontrol benchmark` compares; training and evaluation take the other options as `memcontrol run` does."""
 
-    methods: str = opt(
-        "freeze,full,svdiff,difffit,attention,memcontrol",
-        "methods (the table's rows), comma-separated: a method with every site on at --learning_rate, or METHOD@LEARNING_RATE; "
-        "memcontrol: the searched method, mask and learning rate",
+    methods: list[MethodRate] = opt(
+        [MethodRate(m) for m in ("freeze", "full", "svdiff", "difffit", "attention", MEMCONTROL)],
+        "methods (the table's rows): a method with every site on at --learning_rate, or METHOD@LEARNING_RATE; "
+        f"{MEMCONTROL}: the searched method, mask and learning rate", choices=lambda: [*method_names(), MEMCONTROL],
+        min_items=1,
     )
-    mitigations: str = opt("none,rwa,threshold", "mitigations, comma-separated, each with its options (--rwa_probability, --threshold_quantile ...)")
-    seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
+    mitigations: list[str] = opt(
+        ["none", "rwa", "threshold"], "mitigations, each with its options (--rwa_probability, --threshold_quantile ...)",
+        choices=mitigation_names, min_items=1,
+    )
+    seeds: list[int] = opt(
+        [0, 1, 2], "seeds: every cell is trained and evaluated once per seed (in place of --seed)", min=0, min_items=1
+    )
     mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
     figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure", min=1)
     workers: int = opt(
@@ -83,51 +88,22 @@ class Cell:
         return {"row": self.row.label, **options}
 
 
-def parse_rows(text: str, learning_rate: float) -> list[tuple[str, str, float]]:
-    """``--methods freeze,full@5e-4,memcontrol`` -> (label, method, learning rate) of each row, checked."""
-    rows = []
-    for label in _names(text, "--methods"):
-        method, _, lr = label.partition("@")
-        if method != MEMCONTROL and method not in method_names():
-            raise UserError(f"--methods {label}: unknown method; expected {MEMCONTROL} or one of {', '.join(method_names())}")
-        try:
-            rows.append((label, method, float(lr) if lr else learning_rate))
-        except ValueError:
-            raise UserError(f"--methods {label}: expected METHOD or METHOD@LEARNING_RATE, e.g. full@5e-4") from None
-    return rows
-
-
-def make_row(label: str, method: str, learning_rate: float, searched: SearchedMask | None) -> Row:
-    """A method trains every site; memcontrol the searched method and mask, at the searched learning rate unless memcontrol@LR."""
-    if method != MEMCONTROL:
-        return Row(label, method, None, learning_rate)
-    if "@" not in label and searched.learning_rate is not None:
+def make_row(entry: MethodRate, learning_rate: float, searched: SearchedMask | None) -> Row:
+    """A method trains every site, at its own learning rate or ``learning_rate``; memcontrol the searched method and
+    mask, at the searched learning rate unless memcontrol@LR."""
+    if entry.learning_rate is not None:
+        learning_rate = entry.learning_rate
+    if entry.method != MEMCONTROL:
+        return Row(entry, entry.method, None, learning_rate)
+    if entry.learning_rate is None and searched.learning_rate is not None:
         learning_rate = searched.learning_rate
-    return Row(label, searched.method, searched.mask, learning_rate)
+    return Row(entry, searched.method, searched.mask, learning_rate)
 
 
-def parse_mitigations(text: str, train: TrainConfig) -> list[str]:
-    """``--mitigations none,rwa``, each built once now so that a missing option fails before any training."""
-    names = _names(text, "--mitigations")
+def check_mitigations(names: list[str], train: TrainConfig) -> None:
+    """Build each of ``--mitigations`` once now, so that a missing option fails before any training."""
     for name in names:
-        if name not in mitigation_names():
-            raise UserError(f"--mitigations {name}: unknown mitigation; expected one of {', '.join(mitigation_names())}")
         get_mitigation(name, MitigationOptions.from_config(train))
-    return names
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in _names(text, "--seeds")]
-    except ValueError:
-        raise UserError(f"--seeds {text}: expected integers separated by commas, e.g. 0,1,2") from None
-
-
-def _names(text: str, flag: str) -> list[str]:
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise UserError(f"{flag}: expected at least one value, comma-separated")
-    return names
 
 
 def run_cell(job: RunConfig, cell: Cell, directory: Path, progress: bool) -> None:

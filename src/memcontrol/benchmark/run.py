@@ -27,10 +27,8 @@ from memcontrol.benchmark.grid import (
     Row,
     cell_finished,
     check_cell,
+    check_mitigations,
     make_row,
-    parse_mitigations,
-    parse_rows,
-    parse_seeds,
     run_cell,
 )
 from memcontrol.benchmark.table import cell_record, write_tables
@@ -74,11 +72,11 @@ def run_benchmark(bench: BenchmarkRunConfig, output_dir: str | Path, *, progress
     """Run the cells not done yet in ``output_dir``, then write the tables and figures; return table.md's path."""
     job, grid = bench.job, bench.benchmark
     _refuse_single_cell_options(job)
-    specs = parse_rows(grid.methods, job.train.learning_rate)
-    mitigations, seeds = parse_mitigations(grid.mitigations, job.train), parse_seeds(grid.seeds)
+    mitigations, seeds = grid.mitigations, grid.seeds
+    check_mitigations(mitigations, job.train)
     output_dir = ensure_writable_dir(output_dir)
-    searched = _searched_mask(job, grid, output_dir, progress) if any(method == MEMCONTROL for _, method, _ in specs) else None
-    rows = [make_row(*spec, searched) for spec in specs]
+    searched = _searched_mask(job, grid, output_dir, progress) if any(m.method == MEMCONTROL for m in grid.methods) else None
+    rows = [make_row(entry, job.train.learning_rate, searched) for entry in grid.methods]
     grid_cells = [Cell(row, mitigation, seed) for row in rows for mitigation in mitigations for seed in seeds]
     cells = {cell: output_dir / CELLS_DIR / cell.name for cell in grid_cells}
     for cell, directory in cells.items():

@@ -46,25 +46,20 @@ def _quiet_libraries() -> None:
 
 def _plugins_epilog() -> str:
     """Each plug-in family with its members, read from where they are defined: a new one is listed by itself."""
-    from memcontrol.config import SAMPLER_CHOICES
-    from memcontrol.metrics.features import EXTRACTORS
-    from memcontrol.mitigations import mitigation_names
-    from memcontrol.peft import method_names
-    from memcontrol.search.objectives import OBJECTIVES
-    from memcontrol.search.pick import PICK_RULES
+    from memcontrol.metrics.extractor import EXTRACTORS
+    from memcontrol.mitigations.base import MITIGATIONS
+    from memcontrol.peft.base import METHODS
+    from memcontrol.search import CROSSOVERS, OBJECTIVES, PICK_RULES, SAMPLERS, STRATEGIES
 
     families = (
-        ("PEFT methods", "--method", method_names()),
-        ("mitigations", "--mitigation", mitigation_names()),
-        ("feature extractors", "--feature_extractor", list(EXTRACTORS)),
-        ("search objectives", "--objectives", list(OBJECTIVES)),
-        ("mask pick rules", "--pick_rule", list(PICK_RULES)),
-        ("search samplers", "--sampler", list(SAMPLER_CHOICES)),
+        ("PEFT methods", METHODS), ("mitigations", MITIGATIONS), ("feature extractors", EXTRACTORS),
+        ("search objectives", OBJECTIVES), ("mask pick rules", PICK_RULES), ("search samplers", SAMPLERS),
+        ("NSGA-II crossovers", CROSSOVERS), ("search strategies", STRATEGIES),
     )
     lines = ["plug-ins, chosen by the flag shown:"]
-    for family, flag, names in families:
-        heading = f"  {family} ({flag}): "
-        lines.append(textwrap.fill(", ".join(names), width=100, initial_indent=heading, subsequent_indent="    "))
+    for family, registry in families:
+        heading = f"  {family} ({registry.flag}): "
+        lines.append(textwrap.fill(", ".join(registry.names()), width=100, initial_indent=heading, subsequent_indent="    "))
     return "\n".join(lines)
 
 

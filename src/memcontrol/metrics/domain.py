@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from memcontrol.errors import UserError
 from memcontrol.io import atomic_path
-from memcontrol.metrics.extractor import FeatureExtractor, resize
+from memcontrol.metrics.extractor import EXTRACTORS, FeatureExtractor, resize
 
 FORMAT = "memcontrol-domain-encoder-1"  # safetensors metadata: tells this file apart from other weights
 
@@ -67,6 +67,7 @@ class DomainCNN(nn.Module):
         return self.head(self.features(images))
 
 
+@EXTRACTORS.register
 class DomainFeatures(FeatureExtractor):
     """The domain encoder as a feature extractor; its classifier also scores caption alignment."""
 
@@ -77,6 +78,12 @@ class DomainFeatures(FeatureExtractor):
         self.model = model.eval()
         self.num_features = model.config.feature_dim
         self.class_names = model.config.class_names
+
+    @classmethod
+    def load(cls, device: str | torch.device, weights: str | os.PathLike | None) -> DomainFeatures:
+        if weights is None:
+            raise UserError("feature extractor 'domain': needs the path of its weights (a .safetensors domain encoder)")
+        return cls(load_domain_encoder(weights, device))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.features(images)

@@ -3,11 +3,15 @@ features.py and the domain encoder (domain.py) implement."""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from memcontrol.errors import UserError
+from memcontrol.registry import Registry
 
 
 class FeatureExtractor(ABC):
@@ -18,6 +22,13 @@ class FeatureExtractor(ABC):
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, device: str | torch.device, weights: str | os.PathLike | None) -> FeatureExtractor:
+        """The extractor on ``device``, from its ``weights`` file where it takes one (``--feature_weights``)."""
+        if weights is not None:
+            raise UserError(f"feature extractor {cls.name!r}: takes no weights path (got {weights})")
+        return cls(device)
 
     @abstractmethod
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -31,6 +42,10 @@ class FeatureExtractor(ABC):
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(out) if out else torch.empty(0, self.num_features)
+
+
+# memcontrol.metrics.features registers them all: its own and DomainFeatures (memcontrol.metrics.domain).
+EXTRACTORS: Registry[type[FeatureExtractor]] = Registry("feature extractor", "--feature_extractor")
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ weights are never downloaded here: a missing package or file is a UserError that
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from memcontrol.data.imagefolder import Example, load_images
 from memcontrol.errors import UserError
-from memcontrol.metrics.domain import DomainFeatures, load_domain_encoder
-from memcontrol.metrics.extractor import FeatureExtractor, resize
+from memcontrol.metrics import domain  # noqa: F401  (registers DomainFeatures as "domain")
+from memcontrol.metrics.extractor import EXTRACTORS, FeatureExtractor, resize
 
 XRV_WEIGHTS = "densenet121-res224-mimic_ch"
 XRV_WEIGHTS_URL = (
@@ -27,6 +27,7 @@ XRV_WEIGHTS_URL = (
 INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
+@EXTRACTORS.register
 class PixelFeatures(FeatureExtractor):
     """Raw pixels at a fixed small size: no weights, for tiny data and tests."""
 
@@ -40,6 +41,7 @@ class PixelFeatures(FeatureExtractor):
         return resize(images, self.size).flatten(1)
 
 
+@EXTRACTORS.register
 class XRayDenseNet(FeatureExtractor):
     """torchxrayvision's DenseNet-121 trained on MIMIC-CXR, the paper's FID features.
 
@@ -84,6 +86,7 @@ def _xrv_weights_path(xrv) -> Path:
     return Path(cache).expanduser() / os.path.basename(xrv.models.model_urls[XRV_WEIGHTS]["weights_url"])
 
 
+@EXTRACTORS.register
 class InceptionV3(FeatureExtractor):
     """The FID Inception-v3 (pool3, 2048 values) through torchmetrics, which needs torch-fidelity."""
 
@@ -108,48 +111,17 @@ class InceptionV3(FeatureExtractor):
         self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
         self.model.to(self.device)
 
+    @classmethod
+    def load(cls, device: str | torch.device, weights: str | os.PathLike | None) -> InceptionV3:
+        return cls(device, weights)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.model((images.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
-def _pixels(device, weights):
-    _no_weights("pixels", weights)
-    return PixelFeatures(device)
-
-
-def _xray(device, weights):
-    _no_weights("torchxrayvision", weights)
-    return XRayDenseNet(device)
-
-
-def _inception(device, weights):
-    return InceptionV3(device, weights)
-
-
-def _domain(device, weights):
-    if weights is None:
-        raise UserError("feature extractor 'domain': needs the path of its weights (a .safetensors domain encoder)")
-    return DomainFeatures(load_domain_encoder(weights, device))
-
-
-def _no_weights(name: str, weights) -> None:
-    if weights is not None:
-        raise UserError(f"feature extractor {name!r}: takes no weights path (got {weights})")
-
-
-EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
-    "pixels": _pixels,
-    "torchxrayvision": _xray,
-    "inception": _inception,
-    "domain": _domain,
-}
-
-
 def make_extractor(name: str, *, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None) -> FeatureExtractor:
     """The extractor registered as ``name``; ``weights`` is the domain encoder's file (or another Inception file)."""
-    if name not in EXTRACTORS:
-        raise UserError(f"feature extractor {name!r}: expected one of {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[name](device, weights)
+    return EXTRACTORS.get(name).load(device, weights)
 
 
 def features_of_examples(

@@ -17,7 +17,8 @@ from memcontrol.sampling.samples import sample_settings
 @dataclass
 class FeatureConfig:
     feature_extractor: str = opt(
-        "auto", "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise", choices=("auto", *EXTRACTORS)
+        "auto", "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise",
+        choices=lambda: ["auto", *EXTRACTORS.names()],
     )
     feature_weights: str | None = opt(None, "weights file of the extractor (domain: default the built-in encoder)")
     clip_model: str | None = opt(None, "local CLIP folder for a CLIP score (optional)")

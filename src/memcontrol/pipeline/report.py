@@ -12,7 +12,7 @@ from pathlib import Path
 
 from memcontrol.io import write_text
 from memcontrol.search.objectives import OBJECTIVES
-from memcontrol.search.pick import PICK_RULE_NAMES
+from memcontrol.search.pick import PICK_RULES
 from memcontrol.search.results import CONVERGENCE_PNG, PARETO_JSON, PARETO_PNG, TRIALS_CSV
 
 REPORT = "report.md"
@@ -54,7 +54,7 @@ def write_report(output_dir: Path) -> Path:
     pareto, data = _read(search / PARETO_JSON), _read(search / "search_data.json")
     manifest, metrics = _read(output_dir / "model" / "manifest.json"), _read(output_dir / "evaluation" / "metrics.json")
     options = run["options"]
-    objectives = [OBJECTIVES[o["name"]] for o in pareto["objectives"]]
+    objectives = [OBJECTIVES.get(o["name"]) for o in pareto["objectives"]]
     lines = [
         "# MemControl run",
         "",
@@ -119,7 +119,7 @@ def _search_section(search: Path, pareto: dict, data: dict, options: dict, objec
         f"![Hypervolume of the front after each trial](search/{CONVERGENCE_PNG})",
         "",
         f"Pareto front ({len(front)} of {pareto['completed_trials']} completed trials); the chosen mask has the lowest "
-        f"{PICK_RULE_NAMES[pareto['pick_rule']]}:",
+        f"{PICK_RULES.get(pareto['pick_rule']).description}:",
         "",
         *markdown_table(["trial", "method", "mask", "learning rate", *names, "trainable", ""], front),
         "",

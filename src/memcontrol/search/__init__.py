@@ -5,13 +5,15 @@ small proxy training set and measures d_mem on D_mem and FID on validation promp
 front of the trials and one mask picked on it are the result.
 """
 
-from memcontrol.search.objectives import OBJECTIVES, Objective, parse_objectives
+from memcontrol.search import oneshot  # noqa: F401  (registers --strategy oneshot)
+from memcontrol.search.objectives import OBJECTIVES, Objective, get_objectives
+from memcontrol.search.outer_loop import CROSSOVERS, SAMPLERS, STRATEGIES
 from memcontrol.search.pick import PICK_RULES, hypervolume, pareto_mask, pick
 from memcontrol.search.run import run_search
 from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import Proposal, SearchSpace, search_spaces
 
 __all__ = [
-    "OBJECTIVES", "PICK_RULES", "RunConfig", "Objective", "Proposal", "SearchSpace", "hypervolume", "parse_objectives",
-    "pareto_mask", "pick", "run_search", "search_spaces",
+    "CROSSOVERS", "OBJECTIVES", "PICK_RULES", "SAMPLERS", "STRATEGIES", "RunConfig", "Objective", "Proposal", "SearchSpace",
+    "get_objectives", "hypervolume", "pareto_mask", "pick", "run_search", "search_spaces",
 ]

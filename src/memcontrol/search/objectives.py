@@ -22,6 +22,7 @@ from memcontrol.metrics.amd import amd
 from memcontrol.metrics.evaluate import EvalConfig, alignment_judge, dmem_metrics, extraction_metrics, score_samples
 from memcontrol.metrics.features import FeatureExtractor, features_of_examples
 from memcontrol.metrics.fid import fid
+from memcontrol.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -37,26 +38,20 @@ class Objective:
         return 1 if self.direction == "minimize" else -1
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("dmem_mean", "minimize", "dmem", "d_mem, mean over D_mem prompts"),
-    Objective("dmem_max", "minimize", "dmem", "d_mem, max over D_mem prompts"),
-    Objective("fid", "minimize", "samples", "FID on validation prompts"),
-    Objective("amd", "maximize", "samples", "AMD to the training images"),
-    Objective("alignment", "maximize", "samples", "caption alignment"),
-    Objective("clip_score", "maximize", "samples", "CLIP score"),
-    Objective("extracted", "minimize", "extraction", "extracted D_mem images"),
-)}
+# In the order outputs list the metrics in.
+OBJECTIVES: Registry[Objective] = Registry("objective", "--objectives")
+OBJECTIVES.register(Objective("dmem_mean", "minimize", "dmem", "d_mem, mean over D_mem prompts"))
+OBJECTIVES.register(Objective("dmem_max", "minimize", "dmem", "d_mem, max over D_mem prompts"))
+OBJECTIVES.register(Objective("fid", "minimize", "samples", "FID on validation prompts"))
+OBJECTIVES.register(Objective("amd", "maximize", "samples", "AMD to the training images"))
+OBJECTIVES.register(Objective("alignment", "maximize", "samples", "caption alignment"))
+OBJECTIVES.register(Objective("clip_score", "maximize", "samples", "CLIP score"))
+OBJECTIVES.register(Objective("extracted", "minimize", "extraction", "extracted D_mem images"))
 
 
-def parse_objectives(text: str) -> list[Objective]:
-    """``"dmem_mean,fid"`` -> the objectives, in that order."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in OBJECTIVES]
-    if unknown:
-        raise UserError(f"--objectives: unknown metric {unknown[0]!r}; expected some of {', '.join(OBJECTIVES)}")
-    if len(names) < 2 or len(set(names)) < len(names):
-        raise UserError(f"--objectives: expected two or more distinct metrics, got {text!r}")
-    return [OBJECTIVES[name] for name in names]
+def get_objectives(names: Sequence[str]) -> list[Objective]:
+    """The objectives named (``--objectives``), in that order."""
+    return [OBJECTIVES.get(name) for name in names]
 
 
 class TrialMetrics:
@@ -125,7 +120,7 @@ class TrialMetrics:
         if "extraction" in self.needs:
             values.update(extraction_metrics(pipe, self.dmem, self.resolution, s, output_dir, None, False)[0])
         shown = {name: sink.images for name, sink in sinks.items() if sink.images is not None}
-        return {name: values[name] for name in OBJECTIVES if name in values and values[name] is not None}, shown
+        return {o.name: values[o.name] for o in OBJECTIVES if values.get(o.name) is not None}, shown
 
 
 class FirstImages:

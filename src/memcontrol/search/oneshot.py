@@ -52,7 +52,9 @@ from memcontrol.search.pick import REFERENCE, hypervolume, normalise, pareto_mas
 from memcontrol.search.results import trial_row
 from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import SearchSpace
-from memcontrol.search.outer_loop import DUPLICATES_PER_TRIAL, ONESHOT, finished_count, make_sampler, run_trials
+from memcontrol.search.outer_loop import (
+    DUPLICATES_PER_TRIAL, ONESHOT, STRATEGIES, Strategy, finished_count, make_sampler, run_trials,
+)
 from memcontrol.train.engine import fine_tune
 from memcontrol.train.run import merge_for_sampling
 
@@ -327,6 +329,9 @@ def run_oneshot(
     front = {masks[i] for i in np.flatnonzero(pareto_mask(points))}
     _write_csv(scores["scores"], front, trials, objectives, output_dir / ONESHOT_CSV)
     return _summary(job, data, objectives, scores, trials, confirm, learning_rate, trial_steps)
+
+
+STRATEGIES.register(Strategy(ONESHOT, run_oneshot))
 
 
 SCORING_OPTIONS = ("oneshot_masks", "oneshot_fid_samples", "oneshot_dmem_prompts", "oneshot_inference_steps", "sampler")

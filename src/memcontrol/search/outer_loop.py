@@ -13,8 +13,10 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -23,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from memcontrol.config import SearchConfig, changed_option
 from memcontrol.errors import UserError
+from memcontrol.registry import Registry
 from memcontrol.search.objectives import Objective
 from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import SearchSpace
@@ -36,32 +39,70 @@ DUPLICATE_OF = "duplicate_of"  # user attribute of a trial skipped because an ea
 DUPLICATES_PER_TRIAL = 10
 URL_SCHEMES = ("sqlite:", "postgresql", "mysql")
 OPEN_ATTEMPTS = 3
-CROSSOVERS = {
-    "uniform": nsgaii.UniformCrossover,
-    "blxalpha": nsgaii.BLXAlphaCrossover,
-    "sbx": nsgaii.SBXCrossover,
-    "vsbx": nsgaii.VSBXCrossover,
-    "undx": nsgaii.UNDXCrossover,
-    "spx": nsgaii.SPXCrossover,
-}
+
+
+@dataclass(frozen=True)
+class Factory:
+    """A plug-in made by a function of its settings: a sampler, from ``(SearchConfig, seed)``; a crossover, from none."""
+
+    name: str
+    make: Callable[..., Any]
+
+
+CROSSOVERS: Registry[Factory] = Registry("crossover", "--crossover")
+CROSSOVERS.register(Factory("uniform", nsgaii.UniformCrossover))
+CROSSOVERS.register(Factory("blxalpha", nsgaii.BLXAlphaCrossover))
+CROSSOVERS.register(Factory("sbx", nsgaii.SBXCrossover))
+CROSSOVERS.register(Factory("vsbx", nsgaii.VSBXCrossover))
+CROSSOVERS.register(Factory("undx", nsgaii.UNDXCrossover))
+CROSSOVERS.register(Factory("spx", nsgaii.SPXCrossover))
+SAMPLERS: Registry[Factory] = Registry("sampler", "--sampler")
+
+
+def _nsga2(cfg: SearchConfig, seed: int) -> BaseSampler:
+    if cfg.population_size < 2:
+        raise UserError(f"--population_size must be at least 2, got {cfg.population_size}")
+    return optuna.samplers.NSGAIISampler(
+        population_size=cfg.population_size, crossover=CROSSOVERS.get(cfg.crossover).make(),
+        crossover_prob=cfg.crossover_prob, mutation_prob=cfg.mutation_prob, seed=seed,
+    )
+
+
+def _tpe(cfg: SearchConfig, seed: int) -> BaseSampler:  # group: the method choice makes some bits conditional
+    return optuna.samplers.TPESampler(n_startup_trials=cfg.startup_trials, multivariate=True, group=True, seed=seed)
+
+
+def _gp(cfg: SearchConfig, seed: int) -> BaseSampler:
+    return optuna.samplers.GPSampler(n_startup_trials=cfg.startup_trials, seed=seed)
+
+
+def _random(cfg: SearchConfig, seed: int) -> BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+SAMPLERS.register(Factory("nsga2", _nsga2))  # the paper
+SAMPLERS.register(Factory("tpe", _tpe))
+SAMPLERS.register(Factory("gp", _gp))
+SAMPLERS.register(Factory("random", _random))
 
 
 def make_sampler(cfg: SearchConfig, seed: int) -> BaseSampler:
     """The sampler of ``--sampler`` with its settings, seeded with ``seed``."""
-    if cfg.sampler == "nsga2":
-        if cfg.population_size < 2:
-            raise UserError(f"--population_size must be at least 2, got {cfg.population_size}")
-        return optuna.samplers.NSGAIISampler(
-            population_size=cfg.population_size, crossover=CROSSOVERS[cfg.crossover](), crossover_prob=cfg.crossover_prob,
-            mutation_prob=cfg.mutation_prob, seed=seed,
-        )
-    if cfg.sampler == "tpe":  # group: the method choice makes some bits conditional
-        return optuna.samplers.TPESampler(n_startup_trials=cfg.startup_trials, multivariate=True, group=True, seed=seed)
-    if cfg.sampler == "gp":
-        return optuna.samplers.GPSampler(n_startup_trials=cfg.startup_trials, seed=seed)
-    if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"--sampler: unknown {cfg.sampler!r}")
+    return SAMPLERS.get(cfg.sampler).make(cfg, seed)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How the outer loop fills its studies. ``explore``: None when the sampler proposes every trial; otherwise a search
+    of its own (called with ``run_oneshot``'s arguments) that fills the one study with the trials it confirms and
+    returns its summary for pareto.json."""
+
+    name: str
+    explore: Callable[..., dict] | None = None
+
+
+STRATEGIES: Registry[Strategy] = Registry("search strategy", "--strategy")
+STRATEGIES.register(Strategy("bilevel"))  # the paper: each trial fine-tunes one mask the sampler proposes
 
 
 class RandomSearchWarning(UserWarning):
@@ -229,7 +270,8 @@ def open_studies(
 ) -> list:
     """One study per space, named after it, in the storage of --storage (default: SQLite in ``output_dir``)."""
     storage = open_storage(job.search, output_dir)
-    suffix = f"-{ONESHOT}" if job.search.strategy == ONESHOT else ""  # its trials are confirmations, not proposals
+    strategy = STRATEGIES.get(job.search.strategy)
+    suffix = f"-{strategy.name}" if strategy.explore else ""  # its trials are confirmations, not proposals
     return [
         open_study(
             storage, name=f"{job.search.study_name}-{space.name}{suffix}", directions=[o.direction for o in objectives],

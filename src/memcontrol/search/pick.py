@@ -7,26 +7,40 @@ objective enters negated): the same code serves one study or the union of severa
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-# Scalarisations of the objectives; the lowest wins. Each takes the raw points (lower is better, so a maximised
-# objective counts negated) and their min-max normalised form (each column in [0, 1], 0 the best seen).
-PICK_RULES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    # The paper (Sec. 4.3): the arithmetic mean of the raw values. With FID (hundreds) beside d_mem (about 1) that
-    # is FID alone; a maximised objective (alignment) is subtracted, one unit of it buying back one unit of the others.
-    "mean": lambda raw, z: raw.mean(1),
-    "normalized_mean": lambda raw, z: z.mean(1),  # every objective weighs the same over the range the trials span
-    "ideal": lambda raw, z: np.linalg.norm(z, axis=1),  # closest to the ideal point
-    "chebyshev": lambda raw, z: z.max(1),  # best worst objective
-}
-# What each rule minimises, as the report says it.
-PICK_RULE_NAMES = {
-    "mean": "mean of the raw objectives (the paper; a maximised one subtracted)",
-    "normalized_mean": "mean of the objectives min-max normalised over the completed trials",
-    "ideal": "distance to the ideal point, objectives min-max normalised over the completed trials",
-    "chebyshev": "worst of the objectives min-max normalised over the completed trials",
-}
+from memcontrol.registry import Registry
+
+
+@dataclass(frozen=True)
+class PickRule:
+    """A scalarisation of the objectives; the lowest score wins. ``score`` takes the raw points (lower is better, so a
+    maximised objective counts negated) and their min-max normalised form (each column in [0, 1], 0 the best seen)."""
+
+    name: str
+    description: str  # what it minimises, as the report says it
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+PICK_RULES: Registry[PickRule] = Registry("pick rule", "--pick_rule")
+# The paper (Sec. 4.3): the arithmetic mean of the raw values. With FID (hundreds) beside d_mem (about 1) that is FID
+# alone; a maximised objective (alignment) is subtracted, one unit of it buying back one unit of the others.
+PICK_RULES.register(PickRule(
+    "mean", "mean of the raw objectives (the paper; a maximised one subtracted)", lambda raw, z: raw.mean(1)
+))
+PICK_RULES.register(PickRule(  # every objective weighs the same over the range the trials span
+    "normalized_mean", "mean of the objectives min-max normalised over the completed trials", lambda raw, z: z.mean(1)
+))
+PICK_RULES.register(PickRule(
+    "ideal", "distance to the ideal point, objectives min-max normalised over the completed trials",
+    lambda raw, z: np.linalg.norm(z, axis=1),
+))
+PICK_RULES.register(PickRule(  # best worst objective
+    "chebyshev", "worst of the objectives min-max normalised over the completed trials", lambda raw, z: z.max(1)
+))
+
 # Hypervolume reference point, in normalised units: a little beyond the worst value seen, so that
 # the worst points of the front still add volume.
 REFERENCE = 1.1
@@ -57,7 +71,7 @@ def pick(points: np.ndarray, rule: str = "normalized_mean") -> int:
     dominated point scores worse than the point dominating it, and their lowest score lies on the front anyway.
     """
     points = np.asarray(points, dtype=float)
-    scores = PICK_RULES[rule](points, normalise(points))
+    scores = PICK_RULES.get(rule).score(points, normalise(points))
     scores[~pareto_mask(points)] = np.inf
     return int(np.argmin(scores))
 

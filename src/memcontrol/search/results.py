@@ -129,7 +129,7 @@ def _best_mask(row: dict, pick_rule: str, sites: dict[str, Sequence[str]]) -> di
 def _write_csv(rows: list[dict], objectives: Sequence[Objective], output_dir: Path) -> None:
     """One line per trial: objectives first, then the other metrics measured."""
     measured = {name for r in rows for name in r["metrics"]}
-    metrics = [o.name for o in objectives] + [name for name in OBJECTIVES if name in measured and name not in {o.name for o in objectives}]
+    metrics = [o.name for o in objectives] + [o.name for o in OBJECTIVES if o.name in measured and o not in objectives]
     columns = ["study", "number", "state", "method", "mask", "learning_rate", *metrics, "trainable_fraction", "seconds",
                "pareto", "chosen", "retry_of", DUPLICATE_OF, FAIL_REASON, "worker"]
     text = io.StringIO()

@@ -25,9 +25,8 @@ from memcontrol.peft import MethodOptions, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.search.data import describe_proxy, proxy_training_set
 from memcontrol.search.inner_loop import TRIAL_FILE, InnerLoop, MaskObjective, TrialFailed
-from memcontrol.search.objectives import parse_objectives
-from memcontrol.search.oneshot import run_oneshot
-from memcontrol.search.outer_loop import ONESHOT, finished_count, open_studies, run_trials, warn_if_random_search
+from memcontrol.search.objectives import get_objectives
+from memcontrol.search.outer_loop import STRATEGIES, finished_count, open_studies, run_trials, warn_if_random_search
 from memcontrol.search.results import write_results
 from memcontrol.search.run_config import OPERATIONAL, STEERING, RunConfig
 from memcontrol.search.space import Proposal, search_spaces
@@ -52,9 +51,9 @@ def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True)
     output_dir = ensure_writable_dir(output_dir)
     if job.search.n_trials < 1:
         raise UserError(f"--n_trials must be at least 1, got {job.search.n_trials}")
-    objectives = parse_objectives(job.search.objectives)
-    oneshot = job.search.strategy == ONESHOT
-    if not oneshot:
+    objectives = get_objectives(job.search.objectives)
+    strategy = STRATEGIES.get(job.search.strategy)
+    if strategy.explore is None:
         warn_if_random_search(job.search)
     unet = meta_unet(job.model.pretrained_model_name_or_path)  # module paths only: no weights are loaded
     spaces, baselines = search_spaces(job.train, job.search, unet), _baselines(job, unet)
@@ -66,14 +65,16 @@ def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True)
     studies = open_studies(job, spaces, objectives, setup, defaults, output_dir)
     inner = cache(partial(InnerLoop, job, data, training, objectives))  # loads the model: only when there is work left
     summary = None
-    if oneshot:  # its studies hold the masks it confirms, trained as the bi-level trials are
+    if strategy.explore:  # its study holds the masks it confirms, trained as the bi-level trials are
         if len(spaces) > 1 or len(spaces[0].sites) > 1:
-            raise UserError(f"--strategy oneshot: searches one method's masks; give --method one method, not {job.train.method}")
-        summary = run_oneshot(
+            raise UserError(
+                f"--strategy {strategy.name}: searches one method's masks; give --method one method, not {job.train.method}"
+            )
+        summary = strategy.explore(
             job, space=spaces[0], study=studies[0], objectives=objectives, data=data, training=training, setup=setup,
             load_inner=inner, output_dir=output_dir, trials_dir=output_dir / TRIALS_DIR, log=tqdm.write,
         )
-    trial_studies = [] if oneshot else studies
+    trial_studies = [] if strategy.explore else studies
     pending = {name: p for name, p in baselines.items() if not (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file()}
     if pending or any(finished_count(study) < job.search.n_trials for study in trial_studies):
         with tqdm(total=job.search.n_trials * len(trial_studies) + len(baselines), desc="search", disable=not progress) as bar:
@@ -109,13 +110,11 @@ def _show(bar: tqdm, offset: int, finished: int) -> None:
 def _baselines(job: RunConfig, unet) -> dict[str, Proposal]:
     """``--baselines full@5e-4,svdiff``: each method with every site on, at its own learning rate or --learning_rate
     (the paper's Figure 3 squares)."""
-    options, proposals = MethodOptions.from_config(job.train), {}
-    for name in dict.fromkeys(b.strip() for b in job.search.baselines.split(",") if b.strip()):
-        method, _, lr = name.partition("@")
-        try:
-            learning_rate = float(lr) if lr else job.train.learning_rate
-        except ValueError:
-            raise UserError(f"--baselines {name}: expected METHOD or METHOD@LEARNING_RATE, e.g. full@5e-4") from None
-        proposals[name] = Proposal(method, get_method(method, options).check_mask(unet, None), learning_rate)
-    return proposals
-
+    options = MethodOptions.from_config(job.train)
+    return {
+        baseline: Proposal(
+            baseline.method, get_method(baseline.method, options).check_mask(unet, None),
+            job.train.learning_rate if baseline.learning_rate is None else baseline.learning_rate,
+        )
+        for baseline in job.search.baselines
+    }

@@ -67,12 +67,7 @@ def search_spaces(train: TrainConfig, search: SearchConfig, unet: nn.Module) -> 
 
 
 def _methods(train: TrainConfig, search: SearchConfig) -> list[str]:
-    if train.method != ALL_METHODS:
-        return [train.method]
-    methods = list(dict.fromkeys(m.strip() for m in search.global_methods.split(",") if m.strip()))
-    if not methods:
-        raise UserError("--global_methods: expected one or more methods, comma-separated")
-    return methods
+    return search.global_methods if train.method == ALL_METHODS else [train.method]
 
 
 def _learning_rate(train: TrainConfig, search: SearchConfig) -> float | tuple[float, float]:
