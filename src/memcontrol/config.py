@@ -14,21 +14,21 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from memcontrol.errors import UserError
+from memcontrol.registry import declared_options, option_groups, plugin_values, registry_of
 
-# Where a mask's bits act (see memcontrol.peft.base): one bit per Transformer2DModel block, or the authors' layout.
-LAYOUTS = ("blocks", "paper")
 # Shipped YAML configs, found by name: `--config cpu`.
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
-    """A config field: its default, its --help text and what it accepts (``choices``; for numbers ``min``,
-    ``above`` (exclusive) and ``max``, checked with the type when a config is built from flags and YAML)."""
+    """A config field: its default, its --help text and what it accepts (``choices``, or ``registry``: the names
+    registered in memcontrol.registry for that kind of plug-in, and ``also`` those; for numbers ``min``, ``above``
+    (exclusive) and ``max``, checked with the type when a config is built from flags and YAML)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -64,19 +64,14 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = opt("full", "fine-tuning method (see `memcontrol sites`)")
+    method: str = opt(
+        "full", "fine-tuning method (see `memcontrol sites`); all: those of --global_methods (search and run)",
+        registry="method", also=("all",),
+    )
     mask: str | None = opt(
         None, "one 0/1 bit per site of the method, e.g. 1011001, or the best_mask.json of a search (of --method; "
         "its learning rate too unless --learning_rate is given); default: all on"
     )
-    layout: str = opt(
-        "blocks", "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)", choices=LAYOUTS
-    )
-    train_outside_sites: bool = opt(
-        False, "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); `full` always does"
-    )
-    lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)", min=1)
-    norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)", min=0)
     train_batch_size: int = opt(32, "samples per device in each forward pass (a step: this x accumulation x processes)", min=1)
     gradient_accumulation_steps: int = opt(
         1, "forward passes whose gradients make one optimisation step (diffusers' flag): a larger batch, same memory", min=1
@@ -96,22 +91,7 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = opt(False, "trade compute for memory in the U-Net")
     seed: int = opt(0, "seed of initialisation, batches and noise", min=0)
-    mitigation: str = opt("none", "memorization mitigation while training: none, rwa, threshold, embedding_noise or multi_caption")
-    rwa_probability: float = opt(0.1, "rwa: chance that a caption gets random words at an access (Somepalli et al.: 0.1)", min=0, max=1)
-    rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)", min=1)
-    rwa_fixed: bool = opt(
-        False, "rwa: draw the words once per training example, not at each access (the authors' code: with --rwa_probability 1 --rwa_words 4)"
-    )
-    threshold: float | None = opt(
-        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)", min=0
-    )
-    threshold_quantile: float | None = opt(
-        None, "threshold: instead of --threshold, this quantile of the norms in each forward pass's batch, e.g. 0.9", min=0, max=1
-    )
-    embedding_noise_sigma: float = opt(0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step", min=0)
-    caption_variants: str | None = opt(
-        None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"
-    )
+    mitigation: str = opt("none", "memorization mitigation while training", registry="mitigation")
     checkpointing_steps: int | None = opt(
         None, "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
         "`memcontrol run` and benchmark cells resume from the latest by themselves", min=0,
@@ -121,6 +101,9 @@ class TrainConfig:
         None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
         "or its folder"
     )
+    # The options of the methods and mitigations, by flag name: those given (the others are at their defaults).
+    # Each plug-in declares its own (memcontrol.registry); they are flags and YAML keys as the fields above are.
+    plugin_options: dict[str, Any] = field(default_factory=dict, metadata={"plugins": True})
 
 
 @dataclass
@@ -201,27 +184,63 @@ def _base_type(annotation: Any) -> type:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
-    """One flag per field. Defaults are suppressed so that we can tell what the user typed.
+    """One flag per field, and one per option of each registered plug-in (grouped under the plug-in's name) where a
+    class holds them. Defaults are suppressed so that we can tell what the user typed.
 
     A field that several configs share (``seed``, ``guidance_scale`` ...) is one flag that sets all of them.
     """
     seen: set[str] = set()
-    for cls in classes:
-        group = parser.add_argument_group(cls.__name__)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
+    for title, options in _flag_groups(classes):
+        group = parser.add_argument_group(title)
+        for cls, f in options:
             if f.name in seen:
                 continue
             seen.add(f.name)
-            kind = _base_type(hints[f.name])
+            kind = _base_type(typing.get_type_hints(cls)[f.name])
             text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %: "1%" must not break --help
             kwargs: dict[str, Any] = {"help": text, "default": argparse.SUPPRESS}
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:
                 kwargs["type"] = kind
-                kwargs["choices"] = f.metadata.get("choices")
+                kwargs["choices"] = _choices(f)
             group.add_argument(f"--{f.name}", **kwargs)
+
+
+def _flag_groups(classes: tuple[type, ...]) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:
+    """(title, [(class, field)]) of the flags of ``classes``: each class's fields, then the plug-ins' options where
+    a class holds them (a field marked ``plugins``)."""
+    groups = []
+    for cls in classes:
+        fields = dataclasses.fields(cls)
+        groups.append((cls.__name__, [(cls, f) for f in fields if not f.metadata.get("plugins")]))
+        if any(f.metadata.get("plugins") for f in fields):
+            groups += _plugin_groups(cls)
+    return groups
+
+
+def _plugin_kinds(holder: type) -> tuple[str, ...]:
+    """The kinds of plug-in whose options ``holder`` holds: those its fields choose (``registry``)."""
+    return tuple(f.metadata["registry"] for f in dataclasses.fields(holder) if "registry" in f.metadata)
+
+
+def _plugin_groups(holder: type) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:
+    """The options of the plug-ins ``holder`` chooses, grouped by plug-in; refuses one that a field of ``holder``
+    already names."""
+    fields = {f.name for f in dataclasses.fields(holder)}
+    groups = list(option_groups(_plugin_kinds(holder)).items())
+    for title, options in groups:
+        taken = [f.name for _, f in options if f.name in fields]
+        if taken:
+            raise ValueError(f"{title}: option --{taken[0]} is already a field of {holder.__name__}")
+    return groups
+
+
+def _choices(f: dataclasses.Field) -> tuple | None:
+    """What field ``f`` accepts: its ``choices``, or the names of its ``registry`` and ``also``."""
+    if "registry" in f.metadata:
+        return (*registry_of(f.metadata["registry"]).names(), *f.metadata.get("also", ()))
+    return f.metadata.get("choices")
 
 
 def preset_names() -> list[str]:
@@ -255,7 +274,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def build(classes: tuple[type, ...], args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> tuple:
     """Instances of ``classes`` from ``defaults`` (over the fields'), the YAML file named by ``--config`` and the flags."""
     file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    known = {f.name for _, options in _flag_groups(classes) for _, f in options}
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise UserError(f"--config {args.config}: unknown option {unknown[0]!r}")
@@ -267,12 +286,27 @@ def build(classes: tuple[type, ...], args: argparse.Namespace, defaults: dict[st
 
 
 def _instance(cls: type, values: dict[str, Any], labels: dict[str, str]) -> Any:
-    hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in values:
-            kwargs[f.name] = _checked(f, _base_type(hints[f.name]), values[f.name], labels.get(f.name, f"--{f.name}"))
+        if f.metadata.get("plugins"):
+            options = declared_options(_plugin_kinds(cls))
+            kwargs[f.name] = {name: _value(*options[name], values, labels) for name in options if name in values}
+        elif f.name in values:
+            kwargs[f.name] = _value(cls, f, values, labels)
     return cls(**kwargs)
+
+
+def _value(cls: type, f: dataclasses.Field, values: dict[str, Any], labels: dict[str, str]) -> Any:
+    """The value of field ``f`` of ``cls`` in ``values``, checked."""
+    kind = _base_type(typing.get_type_hints(cls)[f.name])
+    return _checked(f, kind, values[f.name], labels.get(f.name, f"--{f.name}"))
+
+
+def check_fields(config: Any) -> None:
+    """Check a config's values as its flags are checked: a library caller's bad value is the same one-line error."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        _checked(f, _base_type(hints[f.name]), getattr(config, f.name), f"--{f.name}")
 
 
 def _checked(f: dataclasses.Field, kind: type, value: Any, label: str) -> Any:
@@ -282,7 +316,7 @@ def _checked(f: dataclasses.Field, kind: type, value: Any, label: str) -> Any:
     if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
         hint = " (quote it in YAML)" if kind is str else ""
         raise UserError(f"{label} expects {kind.__name__}{hint}, got {value!r}")
-    choices = f.metadata.get("choices")
+    choices = _choices(f)
     if choices and value not in choices:
         raise UserError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
     if kind in (int, float) and value is not None:
@@ -305,20 +339,16 @@ def _check_bounds(f: dataclasses.Field, value: float, label: str) -> None:
 
 
 def as_dict(*configs: Any) -> dict[str, Any]:
+    """The options of ``configs`` by name, flat as the flags are: the plug-ins' ones (every registered option, at its
+    default where not given) in place of the field that holds them."""
     out: dict[str, Any] = {}
     for c in configs:
-        out.update(dataclasses.asdict(c))
+        values = dataclasses.asdict(c)
+        for f in dataclasses.fields(c):
+            if f.metadata.get("plugins"):
+                values.update(plugin_values(values.pop(f.name), _plugin_kinds(type(c))))
+        out.update(values)
     return out
-
-
-Options = TypeVar("Options")
-
-
-def options_from(cls: type[Options], config: Any) -> Options:
-    """The dataclass ``cls`` from the same-named values of ``config``: a config dataclass, or the ``config``
-    mapping a manifest saved (defaults for absent keys)."""
-    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 def changed_option(recorded: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> str | None:

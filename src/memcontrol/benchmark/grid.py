@@ -20,10 +20,13 @@ from memcontrol.config import TrainConfig, opt
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.run import run_evaluate
-from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
+from memcontrol.mitigations import get_mitigation, mitigation_names
+from memcontrol.mitigations.base import MITIGATIONS
 from memcontrol.peft import method_names
+from memcontrol.peft.base import METHODS
 from memcontrol.peft.mask_file import SearchedMask
 from memcontrol.pipeline.stages import Stage, run_stages
+from memcontrol.registry import Registry
 from memcontrol.search.run_config import OPERATIONAL, RunConfig
 from memcontrol.train.run import resumed, run_train
 
@@ -35,12 +38,16 @@ CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model",
 class BenchmarkConfig:
     """What `memcontrol benchmark` compares; training and evaluation take the other options as `memcontrol run` does."""
 
-    methods: str = opt(
-        "freeze,full,svdiff,difffit,attention,memcontrol",
+    methods: str | None = opt(
+        None,
         "methods (the table's rows), comma-separated: a method with every site on at --learning_rate, or METHOD@LEARNING_RATE; "
-        "memcontrol: the searched method, mask and learning rate",
+        "memcontrol: the searched method, mask and learning rate; default: the registered methods that the grid has by "
+        "default (the paper's: freeze, full, svdiff, difffit, attention) and memcontrol",
     )
-    mitigations: str = opt("none,rwa,threshold", "mitigations, comma-separated, each with its options (--rwa_probability, --threshold_quantile ...)")
+    mitigations: str | None = opt(
+        None, "mitigations, comma-separated, each with its own options (listed under its name); default: the registered "
+        "mitigations that the grid has by default (the paper's: none, rwa, threshold)",
+    )
     seeds: str = opt("0,1,2", "seeds, comma-separated: every cell is trained and evaluated once per seed (in place of --seed)")
     mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
     figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure", min=1)
@@ -83,10 +90,15 @@ class Cell:
         return {"row": self.row.label, **options}
 
 
-def parse_rows(text: str, learning_rate: float) -> list[tuple[str, str, float]]:
+def default_grid(registry: Registry) -> str:
+    """The names in ``registry`` of the plug-ins that the grid has by default (``in_default_grid``), comma-separated."""
+    return ",".join(name for name in registry.names() if registry.get(name).in_default_grid)
+
+
+def parse_rows(text: str | None, learning_rate: float) -> list[tuple[str, str, float]]:
     """``--methods freeze,full@5e-4,memcontrol`` -> (label, method, learning rate) of each row, checked."""
     rows = []
-    for label in _names(text, "--methods"):
+    for label in _names(text or f"{default_grid(METHODS)},{MEMCONTROL}", "--methods"):
         method, _, lr = label.partition("@")
         if method != MEMCONTROL and method not in method_names():
             raise UserError(f"--methods {label}: unknown method; expected {MEMCONTROL} or one of {', '.join(method_names())}")
@@ -106,13 +118,13 @@ def make_row(label: str, method: str, learning_rate: float, searched: SearchedMa
     return Row(label, searched.method, searched.mask, learning_rate)
 
 
-def parse_mitigations(text: str, train: TrainConfig) -> list[str]:
+def parse_mitigations(text: str | None, train: TrainConfig) -> list[str]:
     """``--mitigations none,rwa``, each built once now so that a missing option fails before any training."""
-    names = _names(text, "--mitigations")
+    names = _names(text or default_grid(MITIGATIONS), "--mitigations")
     for name in names:
         if name not in mitigation_names():
             raise UserError(f"--mitigations {name}: unknown mitigation; expected one of {', '.join(mitigation_names())}")
-        get_mitigation(name, MitigationOptions.from_config(train))
+        get_mitigation(name, train.plugin_options)
     return names
 
 

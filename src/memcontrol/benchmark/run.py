@@ -39,7 +39,7 @@ from memcontrol.config import build, load_yaml
 from memcontrol.data.prepare import is_builtin
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.peft.mask_file import SearchedMask, read_mask_file
 from memcontrol.search.results import BEST_MASK
@@ -126,7 +126,7 @@ def _searched_mask(job: RunConfig, grid: BenchmarkConfig, output_dir: Path, prog
     search into ``output_dir/search`` (run once: run again, it finds its trials done)."""
     if grid.mask_file:
         searched = read_mask_file(grid.mask_file, "--mask_file")
-        method = get_method(searched.method, MethodOptions.from_config(job.train))
+        method = get_method(searched.method, job.train.plugin_options)
         searched.bits(method, meta_unet(job.model.pretrained_model_name_or_path))
         return searched
     run_search(job, output_dir / SEARCH_DIR, progress=progress)
