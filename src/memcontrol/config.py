@@ -208,32 +208,26 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
 
 
 def _flag_groups(classes: tuple[type, ...]) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:
-    """(title, [(class, field)]) of the flags of ``classes``: each class's fields, then the plug-ins' options where
-    a class holds them (a field marked ``plugins``)."""
-    groups = []
+    """(title, [(class, field)]) of the flags of ``classes``: each class's fields, then the options of the plug-ins
+    a class chooses where it holds them (a field marked ``plugins``), grouped by plug-in. Refuses a plug-in option
+    that a field of ``classes`` already names: one flag would set both."""
+    groups, plugins = [], []
     for cls in classes:
         fields = dataclasses.fields(cls)
         groups.append((cls.__name__, [(cls, f) for f in fields if not f.metadata.get("plugins")]))
         if any(f.metadata.get("plugins") for f in fields):
-            groups += _plugin_groups(cls)
-    return groups
+            plugins += option_groups(_plugin_kinds(cls)).items()
+    taken = {f.name for _, options in groups for _, f in options}
+    for title, options in plugins:
+        clash = next((f.name for _, f in options if f.name in taken), None)
+        if clash:
+            raise ValueError(f"{title}: option --{clash} is already a flag of {', '.join(c.__name__ for c in classes)}")
+    return [*groups, *plugins]
 
 
 def _plugin_kinds(holder: type) -> tuple[str, ...]:
     """The kinds of plug-in whose options ``holder`` holds: those its fields choose (``registry``)."""
     return tuple(f.metadata["registry"] for f in dataclasses.fields(holder) if "registry" in f.metadata)
-
-
-def _plugin_groups(holder: type) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:
-    """The options of the plug-ins ``holder`` chooses, grouped by plug-in; refuses one that a field of ``holder``
-    already names."""
-    fields = {f.name for f in dataclasses.fields(holder)}
-    groups = list(option_groups(_plugin_kinds(holder)).items())
-    for title, options in groups:
-        taken = [f.name for _, f in options if f.name in fields]
-        if taken:
-            raise ValueError(f"{title}: option --{taken[0]} is already a field of {holder.__name__}")
-    return groups
 
 
 def _choices(f: dataclasses.Field) -> tuple | None:

@@ -92,7 +92,10 @@ def declared_options(kinds: Sequence[str] | None = None) -> dict[str, Option]:
 
 def registry_of(kind: str) -> Registry:
     """The registry of plug-ins of ``kind`` ("method", "mitigation" ...); its package must have been imported."""
-    return next(r for r in Registry.every if r.kind == kind)
+    found = [r for r in Registry.every if r.kind == kind]
+    if not found:
+        raise LookupError(f"no {kind} registry: import the package that defines it (memcontrol.peft, memcontrol.mitigations)")
+    return found[0]
 
 
 def _default(f: dataclasses.Field) -> Any:
