@@ -26,9 +26,9 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
-    """A config field: its default, its --help text and what it accepts (``choices``, or ``registry``: the names
-    registered in memcontrol.registry for that kind of plug-in, and ``also`` those; for numbers ``min``, ``above``
-    (exclusive) and ``max``, checked with the type when a config is built from flags and YAML)."""
+    """A config field: its default, its --help text and what it accepts (``choices``; or ``registry``, a kind of
+    plug-in: the names registered for it in memcontrol.registry, and the extra ones in ``also``; for numbers ``min``,
+    ``above`` (exclusive) and ``max``, checked with the type when a config is built from flags and YAML)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
