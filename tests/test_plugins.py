@@ -16,7 +16,7 @@ from memcontrol.cli import main
 from memcontrol.config import TrainConfig, as_dict, build
 from memcontrol.mitigations import Mitigation, MitigationConfig, get_mitigation
 from memcontrol.mitigations.base import MITIGATIONS
-from memcontrol.peft import get_method
+from memcontrol.peft import MethodConfig, PeftMethod, get_method
 from memcontrol.peft.base import METHODS
 from memcontrol.registry import Registry
 
@@ -116,11 +116,16 @@ def test_two_plugins_may_share_an_option_only_with_one_meaning(monkeypatch):
     monkeypatch.setattr(MITIGATIONS, "_classes", dict(MITIGATIONS._classes))
     monkeypatch.setattr(METHODS, "_classes", dict(METHODS._classes))
     rwa_words = next(f for f in dataclasses.fields(MITIGATIONS.get("rwa").config_class) if f.name == "rwa_words")
-    MITIGATIONS.register(_plugin(Mitigation, MitigationConfig, "same_words", rwa_words=(int, rwa_words)))  # same meaning
-    other = dataclasses.field(default=5, metadata={"help": "how many words to remove"})
+    same = dataclasses.field(default=rwa_words.default, metadata=rwa_words.metadata)
+    MITIGATIONS.register(_plugin(Mitigation, MitigationConfig, "same_words", rwa_words=(int, same)))
+    assert "same_words" in MITIGATIONS.names()
+    for other in (dataclasses.field(default=5, metadata=rwa_words.metadata),
+                  dataclasses.field(default=2, metadata={"help": "how many words to remove"})):
+        with pytest.raises(ValueError, match="--rwa_words is already declared"):
+            MITIGATIONS.register(_plugin(Mitigation, MitigationConfig, "fewer_words", rwa_words=(int, other)))
     with pytest.raises(ValueError, match="--rwa_words is already declared"):
-        MITIGATIONS.register(_plugin(Mitigation, MitigationConfig, "fewer_words", rwa_words=(int, other)))
-    assert "fewer_words" not in MITIGATIONS.names()
+        METHODS.register(_plugin(PeftMethod, MethodConfig, "word_method", rwa_words=(float, same)))  # across families
+    assert "fewer_words" not in MITIGATIONS.names() and "word_method" not in METHODS.names()
 
 
 def test_a_plugin_option_may_not_take_the_name_of_a_flag_every_run_has(monkeypatch, capsys):

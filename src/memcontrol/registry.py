@@ -52,15 +52,17 @@ class Registry(Generic[T]):
             return {}
         return {name: self._classes[name].config_class for name in self.names()}
 
-    def options(self, name: str, values: Any = None) -> Any:
-        """The options of plug-in ``name`` from ``values``: its own config (returned as it is), another dataclass
-        or a mapping of option values by name (a TrainConfig's ``plugin_options``, a manifest's ``config``),
-        of which it takes its own fields (defaults for absent ones)."""
+    def options(self, name: str, values: Mapping[str, Any] | Any | None = None) -> Any:
+        """The options of plug-in ``name`` from ``values``: its own config (returned as it is), another options
+        dataclass of this registry, or a mapping of option values by name (a TrainConfig's ``plugin_options``, a
+        manifest's ``config``), of which it takes its own fields (defaults for absent ones)."""
         config = self.get(name).config_class
         if isinstance(values, config):
             return values
-        if dataclasses.is_dataclass(values):
+        if isinstance(values, self.config_base):
             values = dataclasses.asdict(values)
+        elif values is not None and not isinstance(values, Mapping):
+            raise TypeError(f"{self.kind} options: expected an options dataclass or a mapping, got {type(values).__name__}")
         values = values or {}
         return config(**{f.name: values[f.name] for f in dataclasses.fields(config) if f.name in values})
 
@@ -103,7 +105,9 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _meaning(f: dataclasses.Field) -> tuple:
-    return str(f.type), repr(_default(f)), repr(dict(f.metadata))
+    """What a field means as a flag: its type (as written, whether or not annotations are strings), default and help."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", None) or str(f.type)
+    return kind, repr(_default(f)), repr(dict(f.metadata))
 
 
 def _refuse_clashes(owner: str, config: type) -> None:
