@@ -138,11 +138,11 @@ def test_a_plugin_option_may_not_take_the_name_of_a_flag_every_run_has(monkeypat
 
 def test_runs_record_the_option_names_they_recorded_before_plugins_owned_them():
     """Old manifests, checkpoints and studies name the plug-ins' options flat in TrainConfig's section: still so."""
-    from memcontrol.search import JobConfig
+    from memcontrol.search import RunConfig
 
     moved = ("layout", "train_outside_sites", "lora_rank", "norm_learning_rate", "rwa_probability", "rwa_words", "rwa_fixed",
              "threshold", "threshold_quantile", "embedding_noise_sigma", "caption_variants")
-    recorded = JobConfig.with_defaults().options()
+    recorded = RunConfig.with_defaults().options()
     assert {f"train.{name}" for name in moved} <= recorded.keys() and "train.plugin_options" not in recorded
     assert set(moved) <= as_dict(TrainConfig()).keys()
     old_manifest = {"layout": "paper", "norm_learning_rate": 1e-4, "rwa_words": 4}  # flat, as manifest.json's config
