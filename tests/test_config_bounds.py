@@ -59,10 +59,17 @@ def _config_classes() -> list[type]:
     return list(dict.fromkeys([*RunConfig.classes(), *BenchmarkRunConfig.classes(), PretrainConfig]))
 
 
+def _plugin_config_classes() -> list[type]:
+    """The options dataclasses of the registered methods and mitigations (their fields are flags too)."""
+    from memcontrol.registry import Registry
+
+    return list(dict.fromkeys(config for registry in Registry.every for config in registry.config_classes().values()))
+
+
 def test_every_numeric_option_declares_its_bounds():
     """A new count or rate must say what it accepts (``min``, ``above`` or ``max`` in its ``opt``)."""
     numeric = [
-        (cls, f) for cls in _config_classes() for f in dataclasses.fields(cls)
+        (cls, f) for cls in _config_classes() + _plugin_config_classes() for f in dataclasses.fields(cls)
         if _base_type(typing.get_type_hints(cls)[f.name]) in (int, float)
     ]
     assert len(numeric) > 50
@@ -73,10 +80,11 @@ def test_every_numeric_option_declares_its_bounds():
 def test_defaults_and_presets_are_within_bounds():
     """The shipped values pass the checks they impose on users."""
     classes = _config_classes()
-    for cls in classes:
+    for cls in classes + _plugin_config_classes():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            _checked(f, _base_type(hints[f.name]), default, f"{cls.__name__}.{f.name}")
+            if not f.metadata.get("plugins"):  # the plug-ins' options, checked in their own classes
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+                _checked(f, _base_type(hints[f.name]), default, f"{cls.__name__}.{f.name}")
     for preset in preset_names():
         assert build(tuple(classes), argparse.Namespace(config=preset))

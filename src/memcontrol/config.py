@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import math
 import types
 import typing
-from collections.abc import Callable, Sequence
+
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from memcontrol.errors import UserError
+from memcontrol.registry import declared_options, option_groups, plugin_values, registry_of
 
-# Where a mask's bits act (see memcontrol.peft.base): one bit per Transformer2DModel block, or the authors' layout.
-LAYOUTS = ("blocks", "paper")
 # Shipped YAML configs, found by name: `--config cpu`.
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
     """A config field: its default, its --help text and what it accepts, checked with the type when a config is built
-    from flags and YAML: ``choices`` (names, or a function returning them such as a registry's ``names``, called when
-    flags are made and values checked); for numbers ``min``, ``above`` (exclusive) and ``max``.
+    from flags and YAML: ``choices``, or ``registry``, a kind of plug-in (the names registered for it in
+    memcontrol.registry, and the extra ones in ``also``); for numbers ``min``, ``above`` (exclusive) and ``max``.
 
     A list field (``list[str]``, ``list[float]`` ...) takes a comma-separated flag, or a YAML list or comma-separated
     string; each item is checked as a field of the item's type would be (``choices`` and bounds apply to the items),
@@ -41,11 +39,6 @@ def opt(default: Any, help: str, **extra: Any) -> Any:
         return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
     return field(default=default, metadata={"help": help, **extra})
 
-
-def _registered(package: str, registry: str) -> Callable[[], list[str]]:
-    """``choices``: the names in the Registry ``registry`` of ``package``, read when asked, as the plug-in packages
-    build on this module and cannot be imported while it loads."""
-    return lambda: getattr(importlib.import_module(package), registry).names()
 
 
 class MethodRate(str):
@@ -99,19 +92,14 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = opt("full", "fine-tuning method (see `memcontrol sites`)")
+    method: str = opt(
+        "full", "fine-tuning method (see `memcontrol sites`); all: those of --global_methods (search and run)",
+        registry="method", also=("all",),
+    )
     mask: str | None = opt(
         None, "one 0/1 bit per site of the method, e.g. 1011001, or the best_mask.json of a search (of --method; "
         "its learning rate too unless --learning_rate is given); default: all on"
     )
-    layout: str = opt(
-        "blocks", "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)", choices=LAYOUTS
-    )
-    train_outside_sites: bool = opt(
-        False, "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); `full` always does"
-    )
-    lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)", min=1)
-    norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)", min=0)
     train_batch_size: int = opt(32, "samples per device in each forward pass (a step: this x accumulation x processes)", min=1)
     gradient_accumulation_steps: int = opt(
         1, "forward passes whose gradients make one optimisation step (diffusers' flag): a larger batch, same memory", min=1
@@ -131,22 +119,7 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = opt(False, "trade compute for memory in the U-Net")
     seed: int = opt(0, "seed of initialisation, batches and noise", min=0)
-    mitigation: str = opt("none", "memorization mitigation while training: none, rwa, threshold, embedding_noise or multi_caption")
-    rwa_probability: float = opt(0.1, "rwa: chance that a caption gets random words at an access (Somepalli et al.: 0.1)", min=0, max=1)
-    rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)", min=1)
-    rwa_fixed: bool = opt(
-        False, "rwa: draw the words once per training example, not at each access (the authors' code: with --rwa_probability 1 --rwa_words 4)"
-    )
-    threshold: float | None = opt(
-        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)", min=0
-    )
-    threshold_quantile: float | None = opt(
-        None, "threshold: instead of --threshold, this quantile of the norms in each forward pass's batch, e.g. 0.9", min=0, max=1
-    )
-    embedding_noise_sigma: float = opt(0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step", min=0)
-    caption_variants: str | None = opt(
-        None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"
-    )
+    mitigation: str = opt("none", "memorization mitigation while training", registry="mitigation")
     checkpointing_steps: int | None = opt(
         None, "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
         "`memcontrol run` and benchmark cells resume from the latest by themselves", min=0,
@@ -156,6 +129,9 @@ class TrainConfig:
         None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
         "or its folder"
     )
+    # The options of the methods and mitigations, by flag name: those given (the others are at their defaults).
+    # Each plug-in declares its own (memcontrol.registry); they are flags and YAML keys as the fields above are.
+    plugin_options: dict[str, Any] = field(default_factory=dict, metadata={"plugins": True})
 
 
 @dataclass
@@ -171,7 +147,7 @@ class SearchConfig:
 
     n_trials: int = opt(20, "finished trials the study is to hold (per method with --method all and union), whoever runs them", min=1)
     objectives: list[str] = opt(
-        ["dmem_mean", "fid"], "two or more metrics", choices=_registered("memcontrol.search", "OBJECTIVES"), min_items=2
+        ["dmem_mean", "fid"], "two or more metrics", registry="objective", min_items=2
     )
     proxy_fraction: float = opt(0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)", min=0, max=1)
     trial_train_steps: int | None = opt(None, "optimisation steps of each trial; default: --max_train_steps", min=0)
@@ -181,17 +157,17 @@ class SearchConfig:
     learning_rate_max: float = opt(1e-3, "highest learning rate searched", above=0)
     global_methods: list[str] = opt(
         ["svdiff", "difffit", "attention"], "the methods --method all searches",
-        choices=_registered("memcontrol.peft.base", "METHODS"), min_items=1,
+        registry="method", min_items=1,
     )
     global_search: str = opt(
         "union", "--method all: union of per-method Pareto fronts (the paper), or one study choosing the method", choices=("union", "categorical")
     )
     sampler: str = opt(
         "nsga2", "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random",
-        choices=_registered("memcontrol.search", "SAMPLERS"),
+        registry="sampler",
     )
     population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
-    crossover: str = opt("uniform", "NSGA-II crossover", choices=_registered("memcontrol.search", "CROSSOVERS"))
+    crossover: str = opt("uniform", "NSGA-II crossover", registry="crossover")
     crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
     mutation_prob: float | None = opt(None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1)
     startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled", min=0)
@@ -201,11 +177,11 @@ class SearchConfig:
         "min-max normalised over the trials, as FID (hundreds) beside d_mem (about 1) would decide the raw mean alone; "
         "mean, the paper's mean of the raw values (a maximised objective subtracted); ideal, distance to the ideal "
         "point; chebyshev, the worst objective (both normalised)",
-        choices=_registered("memcontrol.search", "PICK_RULES"),
+        registry="pick rule",
     )
     baselines: list[MethodRate] = opt(
         [], "methods also trained with every site on, as trials are, for comparison: METHOD[@LEARNING_RATE],... "
-        "(e.g. full@5e-4,svdiff)", choices=_registered("memcontrol.peft.base", "METHODS"),
+        "(e.g. full@5e-4,svdiff)", registry="method",
     )
     storage: str | None = opt(
         None, "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir"
@@ -217,7 +193,7 @@ class SearchConfig:
     strategy: str = opt(
         "bilevel", "bilevel: each trial fine-tunes one proposed mask (the paper); oneshot: train one weight-sharing supernet on "
         "the proxy set, score masks from it without retraining, and confirm its Pareto front with stand-alone trials",
-        choices=_registered("memcontrol.search", "STRATEGIES"),
+        registry="search strategy",
     )
     supernet_train_steps: int | None = opt(None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1)
     oneshot_masks: int = opt(
@@ -238,19 +214,19 @@ def _base_type(annotation: Any) -> type:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
-    """One flag per field. Defaults are suppressed so that we can tell what the user typed.
+    """One flag per field, and one per option of each registered plug-in (grouped under the plug-in's name) where a
+    class holds them. Defaults are suppressed so that we can tell what the user typed.
 
     A field that several configs share (``seed``, ``guidance_scale`` ...) is one flag that sets all of them.
     """
     seen: set[str] = set()
-    for cls in classes:
-        group = parser.add_argument_group(cls.__name__)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
+    for title, options in _flag_groups(classes):
+        group = parser.add_argument_group(title)
+        for cls, f in options:
             if f.name in seen:
                 continue
             seen.add(f.name)
-            kind, choices = _base_type(hints[f.name]), _choices(f)
+            kind, choices = _base_type(typing.get_type_hints(cls)[f.name]), _choices(f)
             text = f.metadata.get("help", "")
             kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
             if kind is bool:
@@ -265,9 +241,35 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
             group.add_argument(f"--{f.name}", **kwargs)
 
 
-def _choices(f: dataclasses.Field) -> Sequence[str] | None:
-    choices = f.metadata.get("choices")
-    return choices() if callable(choices) else choices
+
+def _flag_groups(classes: tuple[type, ...]) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:
+    """(title, [(class, field)]) of the flags of ``classes``: each class's fields, then the options of the plug-ins
+    a class chooses where it holds them (a field marked ``plugins``), grouped by plug-in. Refuses a plug-in option
+    that a field of ``classes`` already names: one flag would set both."""
+    groups, plugins = [], []
+    for cls in classes:
+        fields = dataclasses.fields(cls)
+        groups.append((cls.__name__, [(cls, f) for f in fields if not f.metadata.get("plugins")]))
+        if any(f.metadata.get("plugins") for f in fields):
+            plugins += option_groups(_plugin_kinds(cls)).items()
+    taken = {f.name for _, options in groups for _, f in options}
+    for title, options in plugins:
+        clash = next((f.name for _, f in options if f.name in taken), None)
+        if clash:
+            raise ValueError(f"{title}: option --{clash} is already a flag of {', '.join(c.__name__ for c in classes)}")
+    return [*groups, *plugins]
+
+
+def _plugin_kinds(holder: type) -> tuple[str, ...]:
+    """The kinds of plug-in whose options ``holder`` holds: those its fields choose (``registry``)."""
+    return tuple(f.metadata["registry"] for f in dataclasses.fields(holder) if "registry" in f.metadata)
+
+
+def _choices(f: dataclasses.Field) -> tuple | None:
+    """What field ``f`` accepts: its ``choices``, or the names of its ``registry`` and ``also``."""
+    if "registry" in f.metadata:
+        return (*registry_of(f.metadata["registry"]).names(), *f.metadata.get("also", ()))
+    return f.metadata.get("choices")
 
 
 def _item_type(kind: Any) -> type | None:
@@ -311,7 +313,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def build(classes: tuple[type, ...], args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> tuple:
     """Instances of ``classes`` from ``defaults`` (over the fields'), the YAML file named by ``--config`` and the flags."""
     file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    known = {f.name for _, options in _flag_groups(classes) for _, f in options}
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise UserError(f"--config {args.config}: unknown option {unknown[0]!r}")
@@ -323,17 +325,34 @@ def build(classes: tuple[type, ...], args: argparse.Namespace, defaults: dict[st
 
 
 def _instance(cls: type, values: dict[str, Any], labels: dict[str, str]) -> Any:
-    hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in values:
-            kwargs[f.name] = _checked(f, _base_type(hints[f.name]), values[f.name], labels.get(f.name, f"--{f.name}"))
+        if f.metadata.get("plugins"):
+            options = declared_options(_plugin_kinds(cls))
+            kwargs[f.name] = {name: _value(*options[name], values, labels) for name in options if name in values}
+        elif f.name in values:
+            kwargs[f.name] = _value(cls, f, values, labels)
     return cls(**kwargs)
+
+
+def _value(cls: type, f: dataclasses.Field, values: dict[str, Any], labels: dict[str, str]) -> Any:
+    """The value of field ``f`` of ``cls`` in ``values``, checked."""
+    kind = _base_type(typing.get_type_hints(cls)[f.name])
+    return _checked(f, kind, values[f.name], labels.get(f.name, f"--{f.name}"))
+
+
+def check_fields(config: Any) -> None:
+    """Check a config's values as its flags are checked: a library caller's bad value is the same one-line error."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        _checked(f, _base_type(hints[f.name]), getattr(config, f.name), f"--{f.name}")
 
 
 def _checked(f: dataclasses.Field, kind: type, value: Any, label: str) -> Any:
     """``value`` of field ``f``, checked against its type, choices and bounds; ``label`` names it in errors."""
     if _item_type(kind):
+        if value is None and f.default is None:  # a list field whose default (None) has a meaning of its own
+            return None
         return _checked_list(f, _item_type(kind), value, label)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -391,20 +410,16 @@ def _check_bounds(f: dataclasses.Field, value: float, label: str) -> None:
 
 
 def as_dict(*configs: Any) -> dict[str, Any]:
+    """The options of ``configs`` by name, flat as the flags are: the plug-ins' ones (every registered option, at its
+    default where not given) in place of the field that holds them."""
     out: dict[str, Any] = {}
     for c in configs:
-        out.update(dataclasses.asdict(c))
+        values = dataclasses.asdict(c)
+        for f in dataclasses.fields(c):
+            if f.metadata.get("plugins"):
+                values.update(plugin_values(values.pop(f.name), _plugin_kinds(type(c))))
+        out.update(values)
     return out
-
-
-Options = TypeVar("Options")
-
-
-def options_from(cls: type[Options], config: Any) -> Options:
-    """The dataclass ``cls`` from the same-named values of ``config``: a config dataclass, or the ``config``
-    mapping a manifest saved (defaults for absent keys)."""
-    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 def changed_option(recorded: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> str | None:

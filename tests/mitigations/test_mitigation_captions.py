@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from memcontrol.errors import UserError
-from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
+from memcontrol.mitigations import get_mitigation, mitigation_names
+from memcontrol.mitigations.embedding_noise import EmbeddingNoiseConfig
+from memcontrol.mitigations.multi_caption import MultiCaptionConfig
 
 
 def _gen(seed=0):
@@ -28,7 +30,7 @@ def test_every_mitigation_is_registered_and_none_is_the_plain_lookup(caption_emb
 def test_embedding_noise_has_the_given_sigma_is_fresh_each_step_and_spares_the_empty_caption(caption_embeddings):
     captions = caption_embeddings()
     ids = torch.cat([captions.caption_ids.repeat(50), torch.tensor([captions.empty_id])])
-    noise = get_mitigation("embedding_noise", MitigationOptions(embedding_noise_sigma=0.3))
+    noise = get_mitigation("embedding_noise", EmbeddingNoiseConfig(embedding_noise_sigma=0.3))
     generator = _gen()
     first, second = noise.embed(captions, ids, generator), noise.embed(captions, ids, generator)
     added = first - captions.lookup(ids)
@@ -48,7 +50,7 @@ def test_multi_caption_picks_among_a_caption_and_its_variants(caption_embeddings
     captions = caption_embeddings()
     circle, square = "a large bright circle top left", "a large bright square top left"
     path = _variants(tmp_path, {circle: ["a big bright circle top left", "a large bright round top left"]})
-    multi = get_mitigation("multi_caption", MitigationOptions(caption_variants=path))
+    multi = get_mitigation("multi_caption", MultiCaptionConfig(caption_variants=path))
     run = multi.setup(captions, _gen())
     ids = torch.tensor([run.ids[circle]] * 300 + [run.ids[square], run.empty_id])
     generator = _gen()
@@ -74,4 +76,4 @@ BAD_VARIANTS = {
 def test_bad_caption_variants_are_user_errors(caption_embeddings, tmp_path, case):
     path, message = BAD_VARIANTS[case]
     with pytest.raises(UserError, match=message):
-        get_mitigation("multi_caption", MitigationOptions(caption_variants=path(tmp_path))).setup(caption_embeddings(), _gen())
+        get_mitigation("multi_caption", MultiCaptionConfig(caption_variants=path(tmp_path))).setup(caption_embeddings(), _gen())

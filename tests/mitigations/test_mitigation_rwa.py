@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from memcontrol.mitigations import MitigationOptions, get_mitigation
+from memcontrol.mitigations import get_mitigation
+from memcontrol.mitigations.rwa import RWAConfig
 from memcontrol.mitigations.rwa import add_random_words, vocabulary_words
 
 
@@ -49,7 +50,7 @@ def _recording(captions, monkeypatch):
 
 def test_per_access_rwa_changes_captions_anew_at_every_access(caption_embeddings, monkeypatch):
     captions = caption_embeddings()
-    rwa = get_mitigation("rwa", MitigationOptions(rwa_probability=1.0, rwa_words=2))
+    rwa = get_mitigation("rwa", RWAConfig(rwa_probability=1.0, rwa_words=2))
     generator = _gen()
     assert rwa.setup(captions, generator) is captions  # nothing fixed, nothing re-encoded up front
     seen = _recording(captions, monkeypatch)
@@ -61,7 +62,7 @@ def test_per_access_rwa_changes_captions_anew_at_every_access(caption_embeddings
     assert not torch.equal(first, plain) and not torch.equal(first, second)
     assert torch.equal(first, captions.embed_texts(seen[0]))
     # Seeded: the same generator state gives the same captions.
-    again = get_mitigation("rwa", MitigationOptions(rwa_probability=1.0, rwa_words=2))
+    again = get_mitigation("rwa", RWAConfig(rwa_probability=1.0, rwa_words=2))
     generator = _gen()
     again.setup(captions, generator)
     assert torch.equal(again.embed(captions, ids, generator), first)
@@ -70,11 +71,11 @@ def test_per_access_rwa_changes_captions_anew_at_every_access(caption_embeddings
 def test_rwa_leaves_the_dropped_caption_and_unchosen_ones_cached(caption_embeddings, monkeypatch):
     captions = caption_embeddings()
     ids = torch.full((4,), captions.empty_id)
-    rwa = get_mitigation("rwa", MitigationOptions(rwa_probability=1.0))
+    rwa = get_mitigation("rwa", RWAConfig(rwa_probability=1.0))
     rwa.setup(captions, _gen())
     seen = _recording(captions, monkeypatch)
     assert torch.equal(rwa.embed(captions, ids, _gen()), captions.lookup(ids)) and seen == []
-    never = get_mitigation("rwa", MitigationOptions(rwa_probability=0.0))
+    never = get_mitigation("rwa", RWAConfig(rwa_probability=0.0))
     never.setup(captions, _gen())
     assert torch.equal(never.embed(captions, captions.caption_ids, _gen()), captions.lookup(captions.caption_ids)) and seen == []
 
@@ -82,7 +83,7 @@ def test_rwa_leaves_the_dropped_caption_and_unchosen_ones_cached(caption_embeddi
 def test_fixed_rwa_draws_once_per_example_and_then_stays(caption_embeddings):
     captions = caption_embeddings()
     own = list(captions.texts)
-    rwa = get_mitigation("rwa", MitigationOptions(rwa_probability=1.0, rwa_words=4, rwa_fixed=True))
+    rwa = get_mitigation("rwa", RWAConfig(rwa_probability=1.0, rwa_words=4, rwa_fixed=True))
     fixed = rwa.setup(captions, _gen())
     texts = [fixed.texts[i] for i in fixed.caption_ids.tolist()]
     assert captions.texts == own  # the captions passed in are left as they were
@@ -91,7 +92,7 @@ def test_fixed_rwa_draws_once_per_example_and_then_stays(caption_embeddings):
     ids = fixed.caption_ids
     assert torch.equal(rwa.embed(fixed, ids, _gen(1)), rwa.embed(fixed, ids, _gen(2)))  # the same at every access
     assert fixed.cache is not None  # fixed texts stay cached
-    again = get_mitigation("rwa", MitigationOptions(rwa_probability=1.0, rwa_words=4, rwa_fixed=True)).setup(captions, _gen())
+    again = get_mitigation("rwa", RWAConfig(rwa_probability=1.0, rwa_words=4, rwa_fixed=True)).setup(captions, _gen())
     assert [again.texts[i] for i in again.caption_ids.tolist()] == texts
 
 
@@ -100,4 +101,4 @@ def test_bad_rwa_options_are_user_errors(options):
     from memcontrol.errors import UserError
 
     with pytest.raises(UserError, match="--rwa_"):
-        MitigationOptions(**options)
+        RWAConfig(**options)

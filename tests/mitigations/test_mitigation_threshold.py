@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from memcontrol.errors import UserError
-from memcontrol.mitigations import MitigationOptions, get_mitigation
+from memcontrol.mitigations import get_mitigation
+from memcontrol.mitigations.threshold import ThresholdConfig
 from memcontrol.mitigations.threshold import below_threshold, conditional_norms
 
 
@@ -29,9 +30,9 @@ def test_a_quantile_threshold_follows_each_batch():
 )
 def test_threshold_needs_exactly_one_of_its_two_options(options, message):
     with pytest.raises(UserError, match=message):
-        get_mitigation("threshold", MitigationOptions(**options))
+        get_mitigation("threshold", ThresholdConfig(**options))
     with pytest.raises(UserError, match="--threshold_quantile"):
-        MitigationOptions(threshold_quantile=1.5)
+        ThresholdConfig(threshold_quantile=1.5)
 
 
 def test_the_norm_is_that_of_the_conditional_minus_the_unconditional_prediction(caption_embeddings):
@@ -48,19 +49,19 @@ def test_the_norm_is_that_of_the_conditional_minus_the_unconditional_prediction(
 
 
 def test_threshold_zero_skips_every_batch_and_changes_no_weight(train):
-    before, after, result = train(mitigation="threshold", threshold=0.0)
+    before, after, result = train(mitigation="threshold", plugin_options={"threshold": 0.0})
     assert torch.equal(before, after)
     assert result.skipped_batches == result.steps == 4 and result.dropped_samples == 4 * 4 and result.losses == []
 
 
 def test_a_threshold_nothing_reaches_is_the_unmitigated_run_bit_for_bit(train):
     _, plain, plain_result = train()
-    _, mitigated, result = train(mitigation="threshold", threshold=1e30)
+    _, mitigated, result = train(mitigation="threshold", plugin_options={"threshold": 1e30})
     assert torch.equal(plain, mitigated) and result.losses == plain_result.losses
     assert result.dropped_samples == result.skipped_batches == 0
 
 
 def test_a_quantile_threshold_drops_some_samples_and_still_trains(train):
-    before, after, result = train(mitigation="threshold", threshold_quantile=0.5)
+    before, after, result = train(mitigation="threshold", plugin_options={"threshold_quantile": 0.5})
     assert not torch.equal(before, after)
     assert 4 <= result.dropped_samples < 4 * 4 and result.skipped_batches == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import MethodConfig, get_method
 from memcontrol.peft.accounting import account
 
 
@@ -16,7 +16,7 @@ def test_only_attn1_and_attn2_train(tiny_unet):
 def test_sd15_counts(sd15):
     """method-notes: 267.2M with all 16 bits 1, 173.7M with all 0; the bits control attn1/attn2 (93.5M)."""
     assert account(sd15(), get_method("attention"))["trainable"] == 93_536_640
-    paper = get_method("attention", MethodOptions(layout="paper"))
+    paper = get_method("attention", MethodConfig(layout="paper"))
     every, none = account(sd15(), paper, (1,) * 16), account(sd15(), paper, (0,) * 16)
     assert len(every["sites"]) == 16
     assert (every["trainable"], none["trainable"]) == (267_239_360, 173_702_720)

@@ -6,7 +6,7 @@ import torch
 from diffusers.models.attention import BasicTransformerBlock
 from torch.nn.utils import parametrize
 
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import MethodConfig, get_method
 from memcontrol.peft.accounting import account
 
 
@@ -29,7 +29,7 @@ def test_gammas_scale_the_residual_branches_and_fold_into_their_last_linear(tiny
 def test_three_gammas_per_transformer_block_by_default_eleven_in_the_authors_code(tiny_unet):
     def gammas(layout):
         unet = tiny_unet()
-        get_method("difffit", MethodOptions(layout=layout)).apply(unet, None)
+        get_method("difffit", MethodConfig(layout=layout)).apply(unet, None)
         return sum(p.numel() for n, p in unet.named_parameters() if n.endswith(".gamma"))
 
     dims = sum(b.norm1.normalized_shape[0] for b in tiny_unet().modules() if isinstance(b, BasicTransformerBlock))
@@ -38,12 +38,12 @@ def test_three_gammas_per_transformer_block_by_default_eleven_in_the_authors_cod
 
 def test_sd15_paper_layout_counts(sd15):
     """method-notes: 581,124 with all 13 bits 1, 468,484 with all 0 (the bits control only gammas)."""
-    paper = get_method("difffit", MethodOptions(layout="paper"))
+    paper = get_method("difffit", MethodConfig(layout="paper"))
     assert account(sd15(), paper, (1,) * 13)["trainable"] == 581_124
     assert account(sd15(), paper, (0,) * 13)["trainable"] == 468_484
 
 
 def test_sd15_blocks_layout_counts(sd15):
     assert account(sd15(), get_method("difffit"))["trainable"] == 299_520
-    outside = get_method("difffit", MethodOptions(train_outside_sites=True))
+    outside = get_method("difffit", MethodConfig(train_outside_sites=True))
     assert account(sd15(), outside, (0,) * 16)["trainable"] == 181_764  # biases and norms outside the blocks

@@ -6,7 +6,8 @@ import pytest
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from memcontrol.errors import UserError
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import MethodConfig, get_method
+from memcontrol.peft.lora import LoRAConfig
 from memcontrol.peft.accounting import account
 
 
@@ -28,14 +29,14 @@ def test_all_sites_off_adds_nothing(tiny_unet):
 
 def test_weights_of_another_rank_are_a_clear_error(tiny_unet):
     trained, other = tiny_unet(), tiny_unet()
-    method = get_method("lora", MethodOptions(lora_rank=2))
+    method = get_method("lora", LoRAConfig(lora_rank=2))
     method.apply(trained, None)
-    get_method("lora", MethodOptions(lora_rank=4)).apply(other, None)
+    get_method("lora", LoRAConfig(lora_rank=4)).apply(other, None)
     with pytest.raises(UserError, match="has shape"):
         method.load_trained_state(other, method.trained_state(trained))
 
 
 def test_sd15_counts_scale_with_the_rank(sd15):
     assert account(sd15(), get_method("lora"))["trainable"] == 797_184
-    assert account(sd15(), get_method("lora", MethodOptions(lora_rank=8)))["trainable"] == 2 * 797_184
-    assert account(sd15(), get_method("lora", MethodOptions(layout="paper")))["sites"] == []  # the authors' LoRA has no mask
+    assert account(sd15(), get_method("lora", LoRAConfig(lora_rank=8)))["trainable"] == 2 * 797_184
+    assert account(sd15(), get_method("lora", MethodConfig(layout="paper")))["sites"] == []  # the authors' LoRA has no mask

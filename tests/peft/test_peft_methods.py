@@ -8,9 +8,11 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
 from memcontrol.cli import main
-from memcontrol.config import LAYOUTS
 from memcontrol.errors import UserError
-from memcontrol.peft import MethodOptions, get_method, method_names
+from memcontrol.peft import MethodConfig, get_method, method_names
+from memcontrol.peft.base import LAYOUTS
+from memcontrol.peft.lora import LoRAConfig
+from memcontrol.peft.svdiff import SVDiffConfig
 
 METHODS = method_names()
 
@@ -37,7 +39,7 @@ def train_step(method, unet, mask, inputs) -> None:
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", METHODS)
 def test_adapted_unet_starts_as_the_base(name, layout, tiny_unet, unet_inputs):
-    method, unet = get_method(name, MethodOptions(layout=layout)), tiny_unet()
+    method, unet = get_method(name, MethodConfig(layout=layout)), tiny_unet()
     method.apply(unet, alternating_mask(method, unet))
     torch.testing.assert_close(output(unet, unet_inputs), output(tiny_unet(), unet_inputs))
 
@@ -61,7 +63,7 @@ def test_a_training_step_changes_only_masked_on_sites(name, tiny_unet, unet_inpu
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", METHODS)
 def test_save_load_merge_reproduces_the_trained_model(name, layout, tiny_unet, unet_inputs, tmp_path):
-    options = MethodOptions(layout=layout)
+    options = MethodConfig(layout=layout)
     method, unet = get_method(name, options), tiny_unet()
     mask = alternating_mask(method, unet)
     train_step(method, unet, mask, unet_inputs)
@@ -97,12 +99,12 @@ def test_trained_weights_of_other_options_are_a_clear_error(tiny_unet):
     trained, other = tiny_unet(), tiny_unet()
     method = get_method("svdiff")
     method.apply(trained, None)
-    get_method("svdiff", MethodOptions(train_outside_sites=True)).apply(other, None)
+    get_method("svdiff", MethodConfig(train_outside_sites=True)).apply(other, None)
     with pytest.raises(UserError, match="do not fit method 'svdiff'"):
         method.load_trained_state(other, method.trained_state(trained))
 
 
 def test_bad_options_are_clear_errors():
-    for bad in ({"layout": "rows"}, {"lora_rank": 0}, {"norm_learning_rate": -1.0}):
+    for config, bad in ((MethodConfig, {"layout": "rows"}), (LoRAConfig, {"lora_rank": 0}), (SVDiffConfig, {"norm_learning_rate": -1.0})):
         with pytest.raises(UserError, match=f"--{next(iter(bad))}"):
-            MethodOptions(**bad)
+            config(**bad)

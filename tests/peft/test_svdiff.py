@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import MethodConfig, get_method
+from memcontrol.peft.svdiff import SVDiffConfig
 from memcontrol.peft.accounting import account
 from memcontrol.peft.svdiff import SpectralShift, as_matrix, singular_factors
 
@@ -68,7 +69,7 @@ def test_a_cache_computes_each_svd_once_for_copies_of_one_base_and_anew_for_a_ch
 
 
 def test_norm_deltas_take_their_own_learning_rate(tiny_unet):
-    method = get_method("svdiff", MethodOptions(norm_learning_rate=1e-6))
+    method = get_method("svdiff", SVDiffConfig(norm_learning_rate=1e-6))
     unet = tiny_unet()
     params = method.apply(unet, None)
     groups = method.param_groups(unet, params, 1e-3)
@@ -80,7 +81,7 @@ def test_norm_deltas_take_their_own_learning_rate(tiny_unet):
 
 def test_decomposing_shows_progress_over_the_weights_unless_progress_is_off(tiny_unet, capsys):
     """At SD v1.5 size the SVDs take minutes: a bar counts the weights decomposed."""
-    params = get_method("svdiff", MethodOptions(train_outside_sites=True)).apply(tiny_unet(), ())
+    params = get_method("svdiff", MethodConfig(train_outside_sites=True)).apply(tiny_unet(), ())
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert any(line.startswith("svdiff: SVD of weights:") and f"/{len(params)} [" in line for line in bar)
 
@@ -100,7 +101,7 @@ def test_accounting_counts_from_shapes_without_an_svd(sd15, monkeypatch):
 
 def test_sd15_paper_layout_counts(sd15):
     """method-notes: 222,805 with every Linear/Conv/Norm/Embedding layer, 125,486 with all 13 bits 0."""
-    paper = get_method("svdiff", MethodOptions(layout="paper"))
+    paper = get_method("svdiff", MethodConfig(layout="paper"))
     every = account(sd15(), paper, (1,) * 13)
     none = account(sd15(), paper, (0,) * 13)
     assert len(every["sites"]) == 13 and every["total"] == SD15_TOTAL
@@ -112,6 +113,6 @@ def test_sd15_paper_layout_counts(sd15):
 def test_sd15_blocks_layout_counts(sd15):
     """Inside the 16 transformer blocks only by default; every layer with the outside switch on."""
     assert account(sd15(), get_method("svdiff"))["trainable"] == 143_680
-    outside = get_method("svdiff", MethodOptions(train_outside_sites=True))
+    outside = get_method("svdiff", MethodConfig(train_outside_sites=True))
     assert account(sd15(), outside)["trainable"] == 222_805
     assert account(sd15(), outside, (0,) * 16)["trainable"] == 222_805 - 143_680

@@ -28,7 +28,7 @@ def test_one_bit_per_site_named_after_it(sd15):
 
 
 def test_paper_layout_has_the_authors_bit_counts(sd15):
-    train = TrainConfig(method="all", layout="paper")
+    train = TrainConfig(method="all", plugin_options={"layout": "paper"})
     spaces = search_spaces(train, SearchConfig(), sd15)
     assert [(s.name, len(s.sites[s.name])) for s in spaces] == [("svdiff", 13), ("difffit", 13), ("attention", 16)]
 
@@ -54,7 +54,7 @@ def test_categorical_global_search_chooses_the_method(sd15):
 @pytest.mark.parametrize("train, search, message", [
     (TrainConfig(method="all"), SearchConfig(global_methods=["svdiff", "magic"]), "magic"),
     (TrainConfig(method="svdiff"), SearchConfig(search_learning_rate=True, learning_rate_min=1e-3, learning_rate_max=1e-5), "learning_rate_min"),
-    (TrainConfig(method="full", layout="paper"), SearchConfig(), "no mask sites"),
+    (TrainConfig(method="full", plugin_options={"layout": "paper"}), SearchConfig(), "no mask sites"),
 ])
 def test_bad_spaces_are_user_errors(sd15, train, search, message):
     with pytest.raises(UserError, match=message):

@@ -103,7 +103,7 @@ def _relative_difference(update: torch.Tensor, reference: torch.Tensor) -> float
     return ((update - reference).norm() / reference.norm()).item()
 
 
-@pytest.mark.parametrize("mitigation", [{}, {"mitigation": "threshold", "threshold": 1.0}])
+@pytest.mark.parametrize("mitigation", [{}, {"mitigation": "threshold", "plugin_options": {"threshold": 1.0}}])
 def test_two_passes_of_two_make_the_step_of_one_batch_of_four(tiny_configs, mitigation):
     """Same seed, same global batches: the weights and losses agree to float rounding. Under the threshold
     mitigation (whose norms at 1.0 drop some samples, whole passes and a whole batch here) the loss is the mean over

@@ -19,10 +19,12 @@ from pathlib import Path
 from memcontrol.config import MethodRate, TrainConfig, opt
 from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.run import run_evaluate
-from memcontrol.mitigations import MitigationOptions, get_mitigation, mitigation_names
-from memcontrol.peft import method_names
+from memcontrol.mitigations import get_mitigation
+from memcontrol.mitigations.base import MITIGATIONS
+from memcontrol.peft.base import METHODS
 from memcontrol.peft.mask_file import SearchedMask
 from memcontrol.pipeline.stages import Stage, run_stages
+from memcontrol.registry import Registry
 from memcontrol.search.run_config import OPERATIONAL, RunConfig
 from memcontrol.train.run import resumed, run_train
 
@@ -34,15 +36,16 @@ CELLS_DIR, CELL_FILE, MODEL_DIR, EVALUATION_DIR = "cells", "cell.json", "model",
 class BenchmarkConfig:
     """What `memcontrol benchmark` compares; training and evaluation take the other options as `memcontrol run` does."""
 
-    methods: list[MethodRate] = opt(
-        [MethodRate(m) for m in ("freeze", "full", "svdiff", "difffit", "attention", MEMCONTROL)],
+    methods: list[MethodRate] | None = opt(
+        None,
         "methods (the table's rows): a method with every site on at --learning_rate, or METHOD@LEARNING_RATE; "
-        f"{MEMCONTROL}: the searched method, mask and learning rate", choices=lambda: [*method_names(), MEMCONTROL],
-        min_items=1,
+        f"{MEMCONTROL}: the searched method, mask and learning rate; default: the registered methods that the grid has "
+        f"by default (the paper's: freeze, full, svdiff, difffit, attention) and {MEMCONTROL}",
+        registry="method", also=(MEMCONTROL,), min_items=1,
     )
-    mitigations: list[str] = opt(
-        ["none", "rwa", "threshold"], "mitigations, each with its options (--rwa_probability, --threshold_quantile ...)",
-        choices=mitigation_names, min_items=1,
+    mitigations: list[str] | None = opt(
+        None, "mitigations, each with its own options (listed under its name); default: the registered mitigations "
+        "that the grid has by default (the paper's: none, rwa, threshold)", registry="mitigation", min_items=1,
     )
     seeds: list[int] = opt(
         [0, 1, 2], "seeds: every cell is trained and evaluated once per seed (in place of --seed)", min=0, min_items=1
@@ -88,6 +91,21 @@ class Cell:
         return {"row": self.row.label, **options}
 
 
+def grid_methods(cfg: BenchmarkConfig) -> list[MethodRate]:
+    """``--methods``, or the registered methods the grid has by default (``in_default_grid``) and memcontrol."""
+    return cfg.methods or [*map(MethodRate, default_grid(METHODS)), MethodRate(MEMCONTROL)]
+
+
+def grid_mitigations(cfg: BenchmarkConfig) -> list[str]:
+    """``--mitigations``, or the registered mitigations the grid has by default (``in_default_grid``)."""
+    return cfg.mitigations or default_grid(MITIGATIONS)
+
+
+def default_grid(registry: Registry) -> list[str]:
+    """The names in ``registry`` of the plug-ins that the grid has by default, in the order they were registered."""
+    return [plugin.name for plugin in registry if plugin.in_default_grid]
+
+
 def make_row(entry: MethodRate, learning_rate: float, searched: SearchedMask | None) -> Row:
     """A method trains every site, at its own learning rate or ``learning_rate``; memcontrol the searched method and
     mask, at the searched learning rate unless memcontrol@LR."""
@@ -103,7 +121,7 @@ def make_row(entry: MethodRate, learning_rate: float, searched: SearchedMask | N
 def check_mitigations(names: list[str], train: TrainConfig) -> None:
     """Build each of ``--mitigations`` once now, so that a missing option fails before any training."""
     for name in names:
-        get_mitigation(name, MitigationOptions.from_config(train))
+        get_mitigation(name, train.plugin_options)
 
 
 def run_cell(job: RunConfig, cell: Cell, directory: Path, progress: bool) -> None:

@@ -28,6 +28,8 @@ from memcontrol.benchmark.grid import (
     cell_finished,
     check_cell,
     check_mitigations,
+    grid_methods,
+    grid_mitigations,
     make_row,
     run_cell,
 )
@@ -37,7 +39,7 @@ from memcontrol.config import build, load_yaml
 from memcontrol.data.prepare import is_builtin
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.peft.mask_file import SearchedMask, read_mask_file
 from memcontrol.search.results import BEST_MASK
@@ -72,11 +74,11 @@ def run_benchmark(bench: BenchmarkRunConfig, output_dir: str | Path, *, progress
     """Run the cells not done yet in ``output_dir``, then write the tables and figures; return table.md's path."""
     job, grid = bench.job, bench.benchmark
     _refuse_single_cell_options(job)
-    mitigations, seeds = grid.mitigations, grid.seeds
+    methods, mitigations, seeds = grid_methods(grid), grid_mitigations(grid), grid.seeds
     check_mitigations(mitigations, job.train)
     output_dir = ensure_writable_dir(output_dir)
-    searched = _searched_mask(job, grid, output_dir, progress) if any(m.method == MEMCONTROL for m in grid.methods) else None
-    rows = [make_row(entry, job.train.learning_rate, searched) for entry in grid.methods]
+    searched = _searched_mask(job, grid, output_dir, progress) if any(m.method == MEMCONTROL for m in methods) else None
+    rows = [make_row(entry, job.train.learning_rate, searched) for entry in methods]
     grid_cells = [Cell(row, mitigation, seed) for row in rows for mitigation in mitigations for seed in seeds]
     cells = {cell: output_dir / CELLS_DIR / cell.name for cell in grid_cells}
     for cell, directory in cells.items():
@@ -124,7 +126,7 @@ def _searched_mask(job: RunConfig, grid: BenchmarkConfig, output_dir: Path, prog
     search into ``output_dir/search`` (run once: run again, it finds its trials done)."""
     if grid.mask_file:
         searched = read_mask_file(grid.mask_file, "--mask_file")
-        method = get_method(searched.method, MethodOptions.from_config(job.train))
+        method = get_method(searched.method, job.train.plugin_options)
         searched.bits(method, meta_unet(job.model.pretrained_model_name_or_path))
         return searched
     run_search(job, output_dir / SEARCH_DIR, progress=progress)

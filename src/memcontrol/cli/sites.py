@@ -18,12 +18,12 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def _cmd_sites(args: argparse.Namespace) -> None:
-    from memcontrol.peft import MethodOptions, get_method
+    from memcontrol.peft import get_method
     from memcontrol.peft.accounting import account, format_accounting, meta_unet
     from memcontrol.peft.mask_file import resolve_mask
 
     model, train = build((ModelConfig, TrainConfig), args)
-    method = get_method(train.method, MethodOptions.from_config(train))
+    method = get_method(train.method, train.plugin_options)
     unet = meta_unet(model.pretrained_model_name_or_path, args.architecture)
     report = account(unet, method, resolve_mask(train.mask, method, unet))
     print(json.dumps(report) if args.json else format_accounting(report))

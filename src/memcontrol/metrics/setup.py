@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from memcontrol.config import SampleConfig, opt
 from memcontrol.metrics.builtin_encoder import BUILTIN_ENCODER, caption_class
 from memcontrol.metrics.evaluate import EvalConfig
-from memcontrol.metrics.features import EXTRACTORS, FeatureExtractor, make_extractor
+from memcontrol.metrics.features import FeatureExtractor, make_extractor
 from memcontrol.sampling.samples import sample_settings
 
 
@@ -18,7 +18,7 @@ from memcontrol.sampling.samples import sample_settings
 class FeatureConfig:
     feature_extractor: str = opt(
         "auto", "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise",
-        choices=lambda: ["auto", *EXTRACTORS.names()],
+        registry="feature extractor", also=("auto",),
     )
     feature_weights: str | None = opt(None, "weights file of the extractor (domain: default the built-in encoder)")
     clip_model: str | None = opt(None, "local CLIP folder for a CLIP score (optional)")

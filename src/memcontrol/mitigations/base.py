@@ -13,53 +13,34 @@ since sampling uses it unchanged as the unconditional input.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from memcontrol.config import TrainConfig, options_from
+from memcontrol.config import check_fields
 from memcontrol.data.cache import CaptionEmbeddings
-from memcontrol.errors import UserError
 from memcontrol.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
-class MitigationOptions:
-    """What a mitigation is built with. The defaults are TrainConfig's, so that the library and the flags agree."""
-
-    rwa_probability: float = TrainConfig.rwa_probability
-    rwa_words: int = TrainConfig.rwa_words
-    rwa_fixed: bool = TrainConfig.rwa_fixed
-    threshold: float | None = TrainConfig.threshold
-    threshold_quantile: float | None = TrainConfig.threshold_quantile
-    embedding_noise_sigma: float = TrainConfig.embedding_noise_sigma
-    caption_variants: str | None = TrainConfig.caption_variants
+class MitigationConfig:
+    """What a mitigation is built with: none by default; a mitigation with options extends this in its own module."""
 
     def __post_init__(self):
-        if not 0 <= self.rwa_probability <= 1:
-            raise UserError(f"--rwa_probability must lie in [0, 1], got {self.rwa_probability}")
-        if self.rwa_words < 1:
-            raise UserError(f"--rwa_words must be at least 1, got {self.rwa_words}")
-        if self.threshold_quantile is not None and not 0 <= self.threshold_quantile <= 1:
-            raise UserError(f"--threshold_quantile must lie in [0, 1], got {self.threshold_quantile}")
-        if self.embedding_noise_sigma < 0:
-            raise UserError(f"--embedding_noise_sigma must not be negative, got {self.embedding_noise_sigma}")
-
-    @classmethod
-    def from_config(cls, config: TrainConfig | Mapping[str, Any]) -> MitigationOptions:
-        """The options among ``config``'s values: a TrainConfig, or the ``config`` a manifest saved."""
-        return options_from(cls, config)
+        check_fields(self)
 
 
 class Mitigation:
     """Changes the captions a training step is conditioned on, or the samples its loss counts."""
 
     name: ClassVar[str] = ""
+    config_class: ClassVar[type[MitigationConfig]] = MitigationConfig  # its options: flags and YAML keys
+    # Whether the benchmark's grid has it by default (`memcontrol benchmark --mitigations`).
+    in_default_grid: ClassVar[bool] = True
 
-    def __init__(self, options: MitigationOptions | None = None):
-        self.options = options or MitigationOptions()
+    def __init__(self, options: MitigationConfig | None = None):
+        self.options = options or self.config_class()
 
     def setup(self, captions: CaptionEmbeddings, generator: torch.Generator) -> CaptionEmbeddings:
         """Once before training: the captions of the run, one per training example (``captions`` is left as it is)."""
@@ -76,7 +57,7 @@ class Mitigation:
         return None
 
 
-MITIGATIONS: Registry[type[Mitigation]] = Registry("mitigation", "--mitigation")
+MITIGATIONS: Registry[type[Mitigation]] = Registry("mitigation", "--mitigation", MitigationConfig)
 register = MITIGATIONS.register
 mitigation_names = MITIGATIONS.names
 
@@ -88,5 +69,7 @@ class NoMitigation(Mitigation):
     name = "none"
 
 
-def get_mitigation(name: str, options: MitigationOptions | None = None) -> Mitigation:
-    return MITIGATIONS.get(name)(options)
+def get_mitigation(name: str, options: Any = None) -> Mitigation:
+    """Mitigation ``name`` with its options from ``options``: its config, or option values by name (a TrainConfig's
+    ``plugin_options``, a manifest's ``config``; defaults for absent ones), see ``Registry.options``."""
+    return MITIGATIONS.get(name)(MITIGATIONS.options(name, options))

@@ -6,15 +6,27 @@ gives the U-Net exactly the same conditioning twice.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from memcontrol.config import opt
 from memcontrol.data.cache import CaptionEmbeddings
-from memcontrol.mitigations.base import Mitigation, register
+from memcontrol.mitigations.base import Mitigation, MitigationConfig, register
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingNoiseConfig(MitigationConfig):
+    embedding_noise_sigma: float = opt(
+        0.1, "embedding_noise: std of the Gaussian noise added to caption embeddings at each step", min=0
+    )
 
 
 @register
 class EmbeddingNoise(Mitigation):
     name = "embedding_noise"
+    config_class = EmbeddingNoiseConfig
+    in_default_grid = False  # not among the paper's comparisons
 
     def embed(self, captions: CaptionEmbeddings, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         embeddings = captions.lookup(ids)

@@ -11,14 +11,16 @@ Captions absent from the file keep their own. Every variant is fixed text, so al
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
+from memcontrol.config import opt
 from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
-from memcontrol.mitigations.base import Mitigation, MitigationOptions, register
+from memcontrol.mitigations.base import Mitigation, MitigationConfig, register
 
 
 def read_caption_variants(path: str | Path) -> dict[str, list[str]]:
@@ -39,11 +41,20 @@ def _texts(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
 
 
+@dataclasses.dataclass(frozen=True)
+class MultiCaptionConfig(MitigationConfig):
+    caption_variants: str | None = opt(
+        None, "multi_caption: JSON file {caption: [other captions of the same image]}; each access picks one of them"
+    )
+
+
 @register
 class MultiCaption(Mitigation):
     name = "multi_caption"
+    config_class = MultiCaptionConfig
+    in_default_grid = False  # needs a file of caption variants
 
-    def __init__(self, options: MitigationOptions | None = None):
+    def __init__(self, options: MultiCaptionConfig | None = None):
         super().__init__(options)
         if self.options.caption_variants is None:
             raise UserError("--mitigation multi_caption needs --caption_variants (a JSON file: caption -> other captions)")

@@ -9,13 +9,15 @@ encoded per batch (the text encoder is frozen: no gradients); the others keep th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
+from memcontrol.config import opt
 from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
-from memcontrol.mitigations.base import Mitigation, register
+from memcontrol.mitigations.base import Mitigation, MitigationConfig, register
 
 END_OF_WORD = "</w>"  # CLIP's BPE marks word-final pieces; the other pieces begin longer words
 
@@ -42,9 +44,22 @@ def add_random_words(caption: str, vocabulary: Sequence[str], count: int, genera
     return " ".join(words)
 
 
+@dataclasses.dataclass(frozen=True)
+class RWAConfig(MitigationConfig):
+    rwa_probability: float = opt(
+        0.1, "rwa: chance that a caption gets random words at an access (Somepalli et al.: 0.1)", min=0, max=1
+    )
+    rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)", min=1)
+    rwa_fixed: bool = opt(
+        False, "rwa: draw the words once per training example, not at each access (the authors' code: with "
+        "--rwa_probability 1 --rwa_words 4)"
+    )
+
+
 @register
 class RandomWordAddition(Mitigation):
     name = "rwa"
+    config_class = RWAConfig
 
     def setup(self, captions: CaptionEmbeddings, generator: torch.Generator) -> CaptionEmbeddings:
         self.vocabulary = vocabulary_words(captions.tokenizer)

@@ -9,12 +9,15 @@ a quantile of each batch's norms (``--threshold_quantile``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
+from memcontrol.config import opt
 from memcontrol.data.cache import CaptionEmbeddings
 from memcontrol.errors import UserError
-from memcontrol.mitigations.base import Mitigation, MitigationOptions, register
+from memcontrol.mitigations.base import Mitigation, MitigationConfig, register
 
 
 def conditional_norms(
@@ -33,11 +36,24 @@ def below_threshold(norms: torch.Tensor, threshold: float | None = None, quantil
     return norms < limit
 
 
+@dataclasses.dataclass(frozen=True)
+class ThresholdConfig(MitigationConfig):
+    threshold: float | None = opt(
+        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this "
+        "(Wen et al.)", min=0
+    )
+    threshold_quantile: float | None = opt(
+        None, "threshold: instead of --threshold, this quantile of the norms in each forward pass's batch, e.g. 0.9",
+        min=0, max=1,
+    )
+
+
 @register
 class ThresholdMitigation(Mitigation):
     name = "threshold"
+    config_class = ThresholdConfig
 
-    def __init__(self, options: MitigationOptions | None = None):
+    def __init__(self, options: ThresholdConfig | None = None):
         super().__init__(options)
         if (self.options.threshold is None) == (self.options.threshold_quantile is None):
             raise UserError("--mitigation threshold needs either --threshold or --threshold_quantile (one of them)")

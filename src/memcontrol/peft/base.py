@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from memcontrol.config import LAYOUTS, TrainConfig, options_from
+from memcontrol.config import check_fields, opt
 from memcontrol.errors import UserError
 from memcontrol.peft.sites import transformer_sites
 from memcontrol.registry import Registry
@@ -36,38 +36,39 @@ Mask = tuple[int, ...]
 Selector = Callable[[str], bool]
 
 
-@dataclasses.dataclass(frozen=True)
-class MethodOptions:
-    """What a method is built with. The defaults are TrainConfig's, so that the library and the flags agree."""
+# Where a mask's bits act: one bit per Transformer2DModel block, or the authors' layout (see above).
+LAYOUTS = ("blocks", "paper")
 
-    layout: str = TrainConfig.layout
-    train_outside_sites: bool = TrainConfig.train_outside_sites
-    lora_rank: int = TrainConfig.lora_rank
-    norm_learning_rate: float = TrainConfig.norm_learning_rate
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """The options every method has, as they place its mask's sites; a method's own options extend these."""
+
+    layout: str = opt(
+        "blocks", "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)",
+        choices=LAYOUTS,
+    )
+    train_outside_sites: bool = opt(
+        False, "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); "
+        "`full` always does"
+    )
 
     def __post_init__(self):
-        if self.layout not in LAYOUTS:
-            raise UserError(f"--layout: expected one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.lora_rank < 1:
-            raise UserError(f"--lora_rank must be at least 1, got {self.lora_rank}")
-        if self.norm_learning_rate < 0:
-            raise UserError(f"--norm_learning_rate must not be negative, got {self.norm_learning_rate}")
-
-    @classmethod
-    def from_config(cls, config: TrainConfig | Mapping[str, Any]) -> MethodOptions:
-        """The options among ``config``'s values: a TrainConfig, or the ``config`` a manifest saved (defaults for absent keys)."""
-        return options_from(cls, config)
+        check_fields(self)
 
 
 class PeftMethod(ABC):
     """Decides which parameters of a U-Net fine-tuning may change, site by site (the mask)."""
 
     name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig  # its options: flags and YAML keys
+    # Whether the benchmark's grid has it by default (`memcontrol benchmark --methods`).
+    in_default_grid: ClassVar[bool] = True
     # Whether adapting shows progress where it is long (SV-DIFF's SVDs: minutes on SD v1.5 with every site on).
     progress: bool = True
 
-    def __init__(self, options: MethodOptions | None = None, cache: dict | None = None):
-        self.options = options or MethodOptions()
+    def __init__(self, options: MethodConfig | None = None, cache: dict | None = None):
+        self.options = options or self.config_class()
         # What a method may keep between the U-Nets it adapts when they are copies of one base, as a search's
         # trials are (SV-DIFF: each weight's SVD). None: nothing is kept, as a single run needs nothing twice.
         self.cache = cache
@@ -176,13 +177,15 @@ def _misfit(state: dict[str, torch.Tensor], params: dict[str, nn.Parameter]) -> 
     return None
 
 
-METHODS: Registry[type[PeftMethod]] = Registry("method", "--method")
+METHODS: Registry[type[PeftMethod]] = Registry("method", "--method", MethodConfig)
 register = METHODS.register
 method_names = METHODS.names
 
 
-def get_method(name: str, options: MethodOptions | None = None, cache: dict | None = None) -> PeftMethod:
-    return METHODS.get(name)(options, cache)
+def get_method(name: str, options: Any = None, cache: dict | None = None) -> PeftMethod:
+    """Method ``name`` with its options from ``options``: its config, or option values by name (a TrainConfig's
+    ``plugin_options``, a manifest's ``config``; defaults for absent ones), see ``Registry.options``."""
+    return METHODS.get(name)(METHODS.options(name, options), cache)
 
 
 def parse_mask(text: str | None) -> Mask | None:

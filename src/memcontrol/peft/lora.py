@@ -7,18 +7,28 @@ LoRA on every attention without a mask, which is what the ``paper`` layout does.
 
 from __future__ import annotations
 
+import dataclasses
+
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from memcontrol.config import opt
 from memcontrol.errors import UserError
-from memcontrol.peft.base import PeftMethod, Selector, register
+from memcontrol.peft.base import MethodConfig, PeftMethod, Selector, register
 
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig(MethodConfig):
+    lora_rank: int = opt(4, "rank of the LoRA matrices (--method lora)", min=1)
 
 
 @register
 class LoRA(PeftMethod):
     name = "lora"
+    config_class = LoRAConfig
+    in_default_grid = False  # not among the paper's methods
 
     def adapt(self, unet: nn.Module, on: Selector) -> list[nn.Parameter]:
         try:

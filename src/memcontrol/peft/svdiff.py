@@ -9,13 +9,16 @@ learning rate (``norm_learning_rate``, the authors' 1e-6).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from memcontrol.peft.base import PeftMethod, Selector, register
+from memcontrol.config import opt
+from memcontrol.peft.base import MethodConfig, PeftMethod, Selector, register
 from memcontrol.peft.sites import authors_sites
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
@@ -61,9 +64,15 @@ class SpectralShift(nn.Module):
         return weight + ((self.u * shift) @ self.vh).reshape(weight.shape).to(weight.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class SVDiffConfig(MethodConfig):
+    norm_learning_rate: float = opt(1e-6, "learning rate of SV-DIFF's norm-layer deltas (the authors' 1e-6)", min=0)
+
+
 @register
 class SVDiff(PeftMethod):
     name = "svdiff"
+    config_class = SVDiffConfig
 
     def paper_sites(self, unet: nn.Module) -> list[str]:
         return authors_sites(unet, every_up_attention=False)

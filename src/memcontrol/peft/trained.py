@@ -19,7 +19,7 @@ import memcontrol
 from memcontrol.errors import UserError
 from memcontrol.io import atomic_path, ensure_writable_dir, write_json
 from memcontrol.models.pipeline import BUILTIN_MODEL_DIR, load_pipeline, resolve_model_path
-from memcontrol.peft import Mask, MethodOptions, PeftMethod, get_method
+from memcontrol.peft import Mask, PeftMethod, get_method
 
 WEIGHTS_FILE = "trained.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -70,7 +70,7 @@ def load_trained(
         raise UserError(f"--model_dir {model_dir}: no {WEIGHTS_FILE}")
     _check_complete(weights)
     pipe = load_pipeline(manifest["base_model"], device=device, dtype=dtype)
-    method = get_method(manifest["method"], MethodOptions.from_config(manifest.get("config", {})))
+    method = get_method(manifest["method"], manifest.get("config", {}))
     method.progress = progress
     method.apply(pipe.unet, [int(b) for b in manifest["mask"]])
     method.load_trained_state(pipe.unet, load_file(str(weights), device=str(pipe.device)))

@@ -27,7 +27,7 @@ from memcontrol.errors import UserError
 from memcontrol.io import write_json
 from memcontrol.metrics.evaluate import EvalConfig
 from memcontrol.metrics.setup import caption_classes, feature_extractor, resolve_sampling
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling.samples import SAMPLE_PROMPTS, sample_grid
 from memcontrol.search.objectives import Objective, TrialMetrics
@@ -102,7 +102,7 @@ class InnerLoop:
         # making a proposal's result depend on the trials that ran before it on this worker.
         self.accelerator = make_accelerator(job.model)
         pipe.unet = copy.deepcopy(self.base_unet).to(self.accelerator.device)
-        method = get_method(proposal.method, MethodOptions.from_config(job.train), self.method_caches.setdefault(proposal.method, {}))
+        method = get_method(proposal.method, job.train.plugin_options, self.method_caches.setdefault(proposal.method, {}))
         mask = method.check_mask(pipe.unet, proposal.mask)
         train = dataclasses.replace(
             job.train, method=proposal.method, mask=proposal.mask_text, learning_rate=proposal.learning_rate,

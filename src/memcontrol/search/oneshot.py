@@ -42,7 +42,7 @@ from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import PreparedData
 from memcontrol.errors import UserError
 from memcontrol.io import atomic_path, write_json, write_text
-from memcontrol.peft import MethodOptions, PeftMethod, get_method
+from memcontrol.peft import PeftMethod, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.runtime import make_accelerator
 from memcontrol.metrics.evaluate import EvalConfig
@@ -149,10 +149,10 @@ def _adapted(job: RunConfig, inner: InnerLoop, space: SearchSpace) -> tuple[Peft
     """The space's method (with the inner loop's cache), its governed parameters and its number of sites;
     the inner loop's pipeline gets a fresh copy of the base U-Net."""
     (name, sites), = space.sites.items()
-    governed = governed_parameters(get_method(name, MethodOptions.from_config(job.train)), job.model.pretrained_model_name_or_path)
+    governed = governed_parameters(get_method(name, job.train.plugin_options), job.model.pretrained_model_name_or_path)
     inner.accelerator = make_accelerator(job.model)
     inner.pipe.unet = copy.deepcopy(inner.base_unet).to(inner.accelerator.device)
-    return get_method(name, MethodOptions.from_config(job.train), inner.method_caches.setdefault(name, {})), governed, len(sites)
+    return get_method(name, job.train.plugin_options, inner.method_caches.setdefault(name, {})), governed, len(sites)
 
 
 def train_supernet(job: RunConfig, inner: InnerLoop, space: SearchSpace, learning_rate: float, steps: int) -> tuple[Supernet, dict]:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from memcontrol.data.prepare import prepare_data
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir, write_json
-from memcontrol.peft import MethodOptions, get_method
+from memcontrol.peft import get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.search.data import describe_proxy, proxy_training_set
 from memcontrol.search.inner_loop import TRIAL_FILE, InnerLoop, MaskObjective, TrialFailed
@@ -110,7 +110,7 @@ def _show(bar: tqdm, offset: int, finished: int) -> None:
 def _baselines(job: RunConfig, unet) -> dict[str, Proposal]:
     """``--baselines full@5e-4,svdiff``: each method with every site on, at its own learning rate or --learning_rate
     (the paper's Figure 3 squares)."""
-    options = MethodOptions.from_config(job.train)
+    options = job.train.plugin_options
     return {
         baseline: Proposal(
             baseline.method, get_method(baseline.method, options).check_mask(unet, None),
@@ -118,3 +118,4 @@ def _baselines(job: RunConfig, unet) -> dict[str, Proposal]:
         )
         for baseline in job.search.baselines
     }
+

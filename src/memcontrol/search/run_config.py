@@ -8,7 +8,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from memcontrol.config import DataConfig, ModelConfig, SampleConfig, SearchConfig, TrainConfig, build, load_yaml
+from memcontrol.config import DataConfig, ModelConfig, SampleConfig, SearchConfig, TrainConfig, as_dict, build, load_yaml
 from memcontrol.data.prepare import is_builtin
 from memcontrol.metrics.evaluate import EvalConfig
 from memcontrol.metrics.setup import FeatureConfig
@@ -57,7 +57,7 @@ class RunConfig:
 
     def options(self) -> dict:
         """Every option as ``section.name: value``."""
-        return {f"{f.name}.{k}": v for f in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+        return {f"{f.name}.{k}": v for f in dataclasses.fields(self) for k, v in as_dict(getattr(self, f.name)).items()}
 
     @classmethod
     def with_defaults(cls) -> RunConfig:

@@ -14,7 +14,7 @@ from torch import nn
 
 from memcontrol.config import SearchConfig, TrainConfig
 from memcontrol.errors import UserError
-from memcontrol.peft import Mask, MethodOptions, get_method
+from memcontrol.peft import Mask, get_method
 
 ALL_METHODS = "all"
 
@@ -55,12 +55,12 @@ def search_spaces(train: TrainConfig, search: SearchConfig, unet: nn.Module) -> 
     ``unet`` may be on the meta device: only its module paths are read.
     """
     methods = _methods(train, search)
-    options = MethodOptions.from_config(train)
-    sites = {m: tuple(get_method(m, options).sites(unet)) for m in methods}
+    built = {m: get_method(m, train.plugin_options) for m in methods}
+    sites = {m: tuple(method.sites(unet)) for m, method in built.items()}
     lr = _learning_rate(train, search)
     for method, paths in sites.items():
         if not paths and not isinstance(lr, tuple):
-            raise UserError(f"--method {method}: has no mask sites in the {options.layout} layout; nothing to search")
+            raise UserError(f"--method {method}: has no mask sites in the {built[method].options.layout} layout; nothing to search")
     if train.method == ALL_METHODS and search.global_search == "union":
         return [SearchSpace({m: sites[m]}, lr) for m in methods]
     return [SearchSpace(sites, lr)]

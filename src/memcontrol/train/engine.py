@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from memcontrol.config import TrainConfig
 from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.errors import UserError
-from memcontrol.mitigations import Mitigation, MitigationOptions, get_mitigation
+from memcontrol.mitigations import Mitigation, get_mitigation
 from memcontrol.peft import Mask, PeftMethod
 from memcontrol.runtime import WEIGHT_DTYPES, cast_frozen
 from memcontrol.train.state import BatchIndices, Checkpoints, Progress, TrainingState, TrainResult
@@ -115,7 +115,7 @@ def fine_tune(
     update (the one-shot search's supernet chooses the step's mask on entering and discards the rest on leaving).
     """
     if mitigation is None:
-        mitigation = get_mitigation(cfg.mitigation, MitigationOptions.from_config(cfg))
+        mitigation = get_mitigation(cfg.mitigation, cfg.plugin_options)
     unet = pipe.unet
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
     with torch.random.fork_rng(devices=[]):  # a method's random initialisation (LoRA's A) from --seed, not the global state

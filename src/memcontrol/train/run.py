@@ -13,8 +13,8 @@ from memcontrol.data.cache import CaptionEmbeddings, LatentCache
 from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import image_batches, prepare_data
 from memcontrol.io import ensure_writable_dir, write_json
-from memcontrol.mitigations import MitigationOptions, get_mitigation
-from memcontrol.peft import Mask, MethodOptions, PeftMethod, get_method
+from memcontrol.mitigations import get_mitigation
+from memcontrol.peft import Mask, PeftMethod, get_method
 from memcontrol.peft.mask_file import resolve_mask
 from memcontrol.peft.trained import base_model_reference, save_trained
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution
@@ -50,8 +50,8 @@ def run_train(
     progress = progress and accelerator.is_main_process  # one set of progress bars
     with accelerator.main_process_first():  # a built-in data set is written on first use: by one process
         data = prepare_data(data_cfg)
-    method = get_method(train_cfg.method, MethodOptions.from_config(train_cfg))
-    mitigation = get_mitigation(train_cfg.mitigation, MitigationOptions.from_config(train_cfg))
+    method = get_method(train_cfg.method, train_cfg.plugin_options)
+    mitigation = get_mitigation(train_cfg.mitigation, train_cfg.plugin_options)
     pipe = load_for_training(model_cfg, accelerator)
     mask = resolve_mask(train_cfg.mask, method, pipe.unet)
     checkpoints = run_checkpoints(output_dir, model_cfg, data_cfg, train_cfg, mask, accelerator)
