@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from memcontrol.benchmark.grid import parse_mitigations, parse_rows
+from memcontrol.benchmark.grid import BenchmarkConfig, check_mitigations, grid_methods, grid_mitigations
 from memcontrol.cli import main
 from memcontrol.config import TrainConfig, as_dict, build
 from memcontrol.mitigations import Mitigation, MitigationConfig, get_mitigation
@@ -101,9 +101,12 @@ def test_a_plugin_files_options_are_yaml_keys_and_flags_with_its_bounds(plugin_f
 
 def test_a_plugin_file_joins_the_benchmark_grid(plugin_file):
     train = TrainConfig(plugin_options={"threshold_quantile": 0.9})  # the default grid's threshold needs one
-    assert parse_mitigations(None, train) == ["caption_shuffle", "none", "rwa", "threshold"]
-    assert "bias_tuning" in [method for _, method, _ in parse_rows(None, 1e-4)]
-    assert parse_mitigations("none,caption_shuffle", train) == ["none", "caption_shuffle"]
+    default = BenchmarkConfig()
+    assert set(grid_mitigations(default)) == {"none", "rwa", "threshold", "caption_shuffle"}
+    check_mitigations(grid_mitigations(default), train)  # each builds with its options
+    assert "bias_tuning" in [row.method for row in grid_methods(default)]
+    chosen = build((BenchmarkConfig,), argparse.Namespace(mitigations="none,caption_shuffle"))[0]
+    assert grid_mitigations(chosen) == ["none", "caption_shuffle"]
 
 
 def _plugin(base: type, config_base: type, name: str, **fields) -> type:
