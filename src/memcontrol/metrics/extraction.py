@@ -3,7 +3,8 @@
 For each attacked prompt: generate G images; join two generations when their tile distance is below
 a threshold; look for groups of at least k generations all near each other (cliques, or connected
 components as in the authors' code); a group's representative (its medoid) that is also within the
-threshold of the prompt's training image counts that image as extracted.
+threshold of the prompt's training image counts that image as extracted. A caption that several training
+images share is attacked once, against each of them (``references``).
 
 The tile distance is the maximum over a grid of tiles of the RMS difference of corresponding tiles
 (L2 divided by the square root of the tile's element count) on [0, 1] images, so that a threshold
@@ -13,7 +14,7 @@ means the same at any resolution; Carlini et al. use 4 x 4 tiles and 0.15.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class Extraction:
 
 def extraction_attack(
     generated: torch.Tensor,
-    originals: torch.Tensor,
+    originals: torch.Tensor | Sequence[torch.Tensor],
     prompts: Sequence[str],
     *,
     threshold: float = 0.15,
@@ -70,18 +71,20 @@ def extraction_attack(
     grouping: str = "clique",
     grid: int = 4,
 ) -> list[Extraction]:
-    """Attack P prompts from their generations (P, G, C, H, W) and training images (P, C, H, W), all in [0, 1].
+    """Attack P prompts from their generations (P, G, C, H, W) and training images, all in [0, 1]: one per prompt
+    (P, C, H, W), or P tensors (K, C, H, W) of the K training images that share each prompt's caption.
 
-    At most one extraction per prompt (it has one training image): the closest representative.
+    At most one extraction per prompt: the representative closest to one of its training images.
     """
     num_prompts, samples = generated.shape[:2]
+    references = _per_prompt(originals)
     found = []
     for p in range(num_prompts):
         distances = tile_distances(generated[p], generated[p], grid)
         best = None
         for group in find_groups((distances < threshold).cpu().numpy(), min_group, grouping):
             medoid = group[int(distances[group][:, group].sum(1).argmin())]
-            distance = float(tile_distances(generated[p, medoid : medoid + 1], originals[p : p + 1], grid))
+            distance, _ = nearest_reference(generated[p, medoid], references[p], grid)
             if distance < threshold and (best is None or distance < best.distance):
                 best = Extraction(prompts[p], p, p * samples + medoid, distance, len(group))
         if best is not None:
@@ -89,10 +92,25 @@ def extraction_attack(
     return found
 
 
-def nearest_generations(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """For P prompts' generations (P, G, C, H, W) and training images (P, C, H, W): the tile distance of each
-    prompt's generation nearest its training image, and that generation's index among the prompt's G."""
-    distances = torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
+def _per_prompt(originals: torch.Tensor | Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+    """Each prompt's training images (K, C, H, W), from one image per prompt (P, C, H, W) or already per prompt."""
+    return originals[:, None] if isinstance(originals, torch.Tensor) else originals
+
+
+def nearest_reference(image: torch.Tensor, references: torch.Tensor, grid: int = 4) -> tuple[float, int]:
+    """The tile distance of ``image`` (C, H, W) to the nearest of ``references`` (K, C, H, W), and which one."""
+    distance, k = tile_distances(image[None], references, grid)[0].min(dim=0)
+    return float(distance), int(k)
+
+
+def nearest_generations(
+    generated: torch.Tensor, originals: torch.Tensor | Sequence[torch.Tensor], grid: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For P prompts' generations (P, G, C, H, W) and training images (as in ``extraction_attack``): the tile
+    distance of each prompt's generation nearest one of its training images, and that generation's index among the
+    prompt's G."""
+    references = _per_prompt(originals)
+    distances = torch.stack([tile_distances(generated[p], refs, grid).amin(dim=1) for p, refs in enumerate(references)])
     return distances.min(dim=1)
 
 
@@ -131,9 +149,11 @@ def run_extraction_attack(
     guidance_scale: float = 7.5,
     batch_size: int = 16,
     extractor: FeatureExtractor | None = None,
+    references: Mapping[str, Sequence[Example]] | None = None,
     progress: bool = True,
 ) -> AttackRun:
-    """Generate ``samples_per_prompt`` images for each distinct example's caption and attack its image.
+    """Generate ``samples_per_prompt`` images for each distinct example's caption and attack its image, or with
+    ``references`` (caption -> training examples) each of the training images that share the caption.
 
     Prompts are processed a few at a time, so that only a few prompts' generations are held at once; kept
     are the extracted pairs, each prompt's generation nearest its image (the paper's Figure 4) and, with
@@ -151,16 +171,18 @@ def run_extraction_attack(
         prompts = [e.text for e in chunk]
         repeated = [text for text in prompts for _ in range(samples_per_prompt)]
         images = generate(pipe, repeated, seed=seed + start * samples_per_prompt, progress=False, **sampling)
-        originals = (load_images(chunk, resolution, progress=False) + 1) / 2
+        chunk_references = [list(references[e.text]) if references else [e] for e in chunk]
+        originals = _load_references(chunk_references, resolution)
         grouped = images.unflatten(0, (len(chunk), samples_per_prompt))
-        _keep_closest(run, chunk, grouped, originals, start * samples_per_prompt, grid)
+        _keep_closest(run, chunk_references, grouped, originals, start * samples_per_prompt, grid)
         for e in extraction_attack(grouped, originals, prompts, **attack):
-            run.pairs.append((originals[e.training_index], images[e.generated_index]))
+            _, k = nearest_reference(images[e.generated_index], originals[e.training_index], grid)
+            run.pairs.append((originals[e.training_index][k], images[e.generated_index]))
             run.extractions.append(replace(
                 e,
                 training_index=start + e.training_index,
                 generated_index=start * samples_per_prompt + e.generated_index,
-                training_image=str(chunk[e.training_index].image_path),
+                training_image=str(chunk_references[e.training_index][k].image_path),
             ))
         if extractor is not None:
             features.append(extractor(images, batch_size))
@@ -168,13 +190,25 @@ def run_extraction_attack(
     return run
 
 
-def _keep_closest(run: AttackRun, chunk: Sequence[Example], grouped: torch.Tensor, originals: torch.Tensor, first: int, grid: int) -> None:
-    """Add the nearest generation of each of ``chunk``'s prompts to ``run``; ``first`` is the chunk's first generated_index."""
+def _load_references(chunk_references: list[list[Example]], resolution: int) -> list[torch.Tensor]:
+    """Each prompt's training images (K, C, H, W) in [0, 1], loaded in one call."""
+    images = (load_images([e for examples in chunk_references for e in examples], resolution, progress=False) + 1) / 2
+    return list(images.split([len(examples) for examples in chunk_references]))
+
+
+def _keep_closest(
+    run: AttackRun, chunk_references: list[list[Example]], grouped: torch.Tensor, originals: list[torch.Tensor],
+    first: int, grid: int,
+) -> None:
+    """Add the nearest generation of each of the chunk's prompts to ``run``, with the training image it is nearest;
+    ``first`` is the chunk's first generated_index."""
     distances, nearest = nearest_generations(grouped, originals, grid)
-    for k, example in enumerate(chunk):
-        generated_index = first + k * grouped.shape[1] + int(nearest[k])
-        run.closest.append(Closest(example.text, str(example.image_path), generated_index, float(distances[k])))
-        run.closest_images.append(to_pil(grouped[k, nearest[k]][None])[0])
+    for p, examples in enumerate(chunk_references):
+        image = grouped[p, nearest[p]]
+        reference = examples[nearest_reference(image, originals[p], grid)[1]]
+        generated_index = first + p * grouped.shape[1] + int(nearest[p])
+        run.closest.append(Closest(reference.text, str(reference.image_path), generated_index, float(distances[p])))
+        run.closest_images.append(to_pil(image[None])[0])
 
 
 def save_closest(run: AttackRun, output_dir: str | Path) -> list[dict]:
