@@ -8,6 +8,7 @@ from PIL import Image
 from memcontrol.data.imagefolder import load_imagefolder, load_images, write_metadata
 from memcontrol.errors import UserError
 from memcontrol.metrics import DomainFeatures, EvalConfig, audit_model, evaluate_model, make_extractor, train_domain_encoder
+from memcontrol.metrics import extraction as extraction_module
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.sampling import generate
 from memcontrol.sampling.generate import to_pil
@@ -92,7 +93,8 @@ def _evaluate_attack(pipe, train, test, tmp_path, attack_prompts: str) -> dict:
     )
 
 
-def test_the_train_attack_extracts_the_training_images_the_model_reproduces(pipe, tiny_data_dir, tmp_path):
+def test_the_train_attack_extracts_the_training_images_the_model_reproduces(pipe, tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(extraction_module, "REFERENCE_BLOCK", 1)  # SHARED's copy, its second image, is in the second block read
     train = _training_folder(tmp_path / "train", pipe, reproduced=True)
     metrics = _evaluate_attack(pipe, train, load_imagefolder(tiny_data_dir)[:4], tmp_path, "both")
     # Both counts, apart: D_mem's image, and the first two training captions outside D_mem (each against every

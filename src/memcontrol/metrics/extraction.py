@@ -30,6 +30,8 @@ from memcontrol.metrics.features import FeatureExtractor
 from memcontrol.metrics.graphs import GROUPINGS, find_groups
 from memcontrol.sampling.generate import generate, to_pil
 
+REFERENCE_BLOCK = 64  # training images of one caption compared at once
+
 
 def _tiles(images: torch.Tensor, grid: int) -> list[torch.Tensor]:
     """(N, C, H, W) -> grid * grid tensors (N, tile elements); sides that do not divide evenly give tiles differing by a pixel."""
@@ -63,7 +65,7 @@ class Extraction:
 
 def extraction_attack(
     generated: torch.Tensor,
-    originals: torch.Tensor | Sequence[torch.Tensor],
+    originals: torch.Tensor,
     prompts: Sequence[str],
     *,
     threshold: float = 0.15,
@@ -71,20 +73,34 @@ def extraction_attack(
     grouping: str = "clique",
     grid: int = 4,
 ) -> list[Extraction]:
-    """Attack P prompts from their generations (P, G, C, H, W) and training images, all in [0, 1]: one per prompt
-    (P, C, H, W), or P tensors (K, C, H, W) of the K training images that share each prompt's caption.
+    """Attack P prompts from their generations (P, G, C, H, W) and training images (P, C, H, W), all in [0, 1].
 
-    At most one extraction per prompt: the representative closest to one of its training images.
+    At most one extraction per prompt (it has one training image): the closest representative.
     """
+    to_training = training_distances(generated, originals, grid)
+    return attack_groups(generated, to_training, prompts, threshold=threshold, min_group=min_group, grouping=grouping, grid=grid)
+
+
+def attack_groups(
+    generated: torch.Tensor,
+    to_training: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    threshold: float = 0.15,
+    min_group: int = 3,
+    grouping: str = "clique",
+    grid: int = 4,
+) -> list[Extraction]:
+    """``extraction_attack`` from the tile distance (P, G) of each generation to its prompt's training image (the
+    nearest one where several share the caption)."""
     num_prompts, samples = generated.shape[:2]
-    references = _per_prompt(originals)
     found = []
     for p in range(num_prompts):
         distances = tile_distances(generated[p], generated[p], grid)
         best = None
         for group in find_groups((distances < threshold).cpu().numpy(), min_group, grouping):
             medoid = group[int(distances[group][:, group].sum(1).argmin())]
-            distance, _ = nearest_reference(generated[p, medoid], references[p], grid)
+            distance = float(to_training[p, medoid])
             if distance < threshold and (best is None or distance < best.distance):
                 best = Extraction(prompts[p], p, p * samples + medoid, distance, len(group))
         if best is not None:
@@ -92,26 +108,15 @@ def extraction_attack(
     return found
 
 
-def _per_prompt(originals: torch.Tensor | Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
-    """Each prompt's training images (K, C, H, W), from one image per prompt (P, C, H, W) or already per prompt."""
-    return originals[:, None] if isinstance(originals, torch.Tensor) else originals
+def training_distances(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> torch.Tensor:
+    """(P, G): the tile distance of each of P prompts' generations (P, G, C, H, W) to its training image (P, C, H, W)."""
+    return torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
 
 
-def nearest_reference(image: torch.Tensor, references: torch.Tensor, grid: int = 4) -> tuple[float, int]:
-    """The tile distance of ``image`` (C, H, W) to the nearest of ``references`` (K, C, H, W), and which one."""
-    distance, k = tile_distances(image[None], references, grid)[0].min(dim=0)
-    return float(distance), int(k)
-
-
-def nearest_generations(
-    generated: torch.Tensor, originals: torch.Tensor | Sequence[torch.Tensor], grid: int = 4
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For P prompts' generations (P, G, C, H, W) and training images (as in ``extraction_attack``): the tile
-    distance of each prompt's generation nearest one of its training images, and that generation's index among the
-    prompt's G."""
-    references = _per_prompt(originals)
-    distances = torch.stack([tile_distances(generated[p], refs, grid).amin(dim=1) for p, refs in enumerate(references)])
-    return distances.min(dim=1)
+def nearest_generations(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """For P prompts' generations (P, G, C, H, W) and training images (P, C, H, W): the tile distance of each
+    prompt's generation nearest its training image, and that generation's index among the prompt's G."""
+    return training_distances(generated, originals, grid).min(dim=1)
 
 
 @dataclass(frozen=True)
@@ -172,17 +177,17 @@ def run_extraction_attack(
         repeated = [text for text in prompts for _ in range(samples_per_prompt)]
         images = generate(pipe, repeated, seed=seed + start * samples_per_prompt, progress=False, **sampling)
         chunk_references = [list(references[e.text]) if references else [e] for e in chunk]
-        originals = _load_references(chunk_references, resolution)
         grouped = images.unflatten(0, (len(chunk), samples_per_prompt))
-        _keep_closest(run, chunk_references, grouped, originals, start * samples_per_prompt, grid)
-        for e in extraction_attack(grouped, originals, prompts, **attack):
-            _, k = nearest_reference(images[e.generated_index], originals[e.training_index], grid)
-            run.pairs.append((originals[e.training_index][k], images[e.generated_index]))
+        to_training, nearest_reference = _reference_distances(grouped, chunk_references, resolution, grid)
+        _keep_closest(run, chunk_references, grouped, to_training, nearest_reference, start * samples_per_prompt)
+        for e in attack_groups(grouped, to_training, prompts, **attack):
+            reference = chunk_references[e.training_index][int(nearest_reference.flatten()[e.generated_index])]
+            run.pairs.append(((load_images([reference], resolution, progress=False)[0] + 1) / 2, images[e.generated_index]))
             run.extractions.append(replace(
                 e,
                 training_index=start + e.training_index,
                 generated_index=start * samples_per_prompt + e.generated_index,
-                training_image=str(chunk_references[e.training_index][k].image_path),
+                training_image=str(reference.image_path),
             ))
         if extractor is not None:
             features.append(extractor(images, batch_size))
@@ -190,25 +195,37 @@ def run_extraction_attack(
     return run
 
 
-def _load_references(chunk_references: list[list[Example]], resolution: int) -> list[torch.Tensor]:
-    """Each prompt's training images (K, C, H, W) in [0, 1], loaded in one call."""
-    images = (load_images([e for examples in chunk_references for e in examples], resolution, progress=False) + 1) / 2
-    return list(images.split([len(examples) for examples in chunk_references]))
+def _reference_distances(
+    grouped: torch.Tensor, chunk_references: list[list[Example]], resolution: int, grid: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, G): the tile distance of each generation to the nearest training image of its prompt, and which one (its
+    index in the prompt's list). The images are read a block at a time: a caption may be shared by thousands."""
+    distances, nearest = [], []
+    for generations, examples in zip(grouped, chunk_references):
+        best = torch.full((len(generations),), float("inf"))
+        which = torch.zeros(len(generations), dtype=torch.long)
+        for first in range(0, len(examples), REFERENCE_BLOCK):
+            block = (load_images(examples[first : first + REFERENCE_BLOCK], resolution, progress=False) + 1) / 2
+            distance, k = tile_distances(generations, block, grid).cpu().min(dim=1)
+            closer = distance < best
+            best, which = torch.where(closer, distance, best), torch.where(closer, k + first, which)
+        distances.append(best)
+        nearest.append(which)
+    return torch.stack(distances), torch.stack(nearest)
 
 
 def _keep_closest(
-    run: AttackRun, chunk_references: list[list[Example]], grouped: torch.Tensor, originals: list[torch.Tensor],
-    first: int, grid: int,
+    run: AttackRun, chunk_references: list[list[Example]], grouped: torch.Tensor, to_training: torch.Tensor,
+    nearest_reference: torch.Tensor, first: int,
 ) -> None:
-    """Add the nearest generation of each of the chunk's prompts to ``run``, with the training image it is nearest;
-    ``first`` is the chunk's first generated_index."""
-    distances, nearest = nearest_generations(grouped, originals, grid)
+    """Add each of the chunk's prompts' generation nearest a training image to ``run``, with that image (see
+    ``_reference_distances`` for ``to_training`` and ``nearest_reference``); ``first``: the chunk's first generated_index."""
+    distances, nearest = to_training.min(dim=1)
     for p, examples in enumerate(chunk_references):
-        image = grouped[p, nearest[p]]
-        reference = examples[nearest_reference(image, originals[p], grid)[1]]
-        generated_index = first + p * grouped.shape[1] + int(nearest[p])
-        run.closest.append(Closest(reference.text, str(reference.image_path), generated_index, float(distances[p])))
-        run.closest_images.append(to_pil(image[None])[0])
+        g = int(nearest[p])
+        reference = examples[int(nearest_reference[p, g])]
+        run.closest.append(Closest(reference.text, str(reference.image_path), first + p * grouped.shape[1] + g, float(distances[p])))
+        run.closest_images.append(to_pil(grouped[p, g][None])[0])
 
 
 def save_closest(run: AttackRun, output_dir: str | Path) -> list[dict]:
