@@ -42,6 +42,7 @@ def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config,
     assert len(_csv(out / "cells.csv")) == 4
     table = (out / "table.md").read_text()
     assert table.count("| full | ") == 2 and table.count("| memcontrol | ") == 2 and "extracted ↓" in table
+    assert "extracted_train_mean" not in lines[0] and "extracted train" not in table  # only D_mem was attacked
 
     cell = out / "cells" / "memcontrol-rwa-seed0"
     manifest = json.loads((cell / "model" / "manifest.json").read_text())
@@ -72,6 +73,20 @@ def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config,
     # A cell made with other training options is refused rather than mixed into the table.
     assert _benchmark(tiny_search_config, out, "--methods", "full", "--max_train_steps", "3") == 2
     assert "full-none-seed0" in capsys.readouterr().err
+
+
+def test_attack_prompts_both_puts_the_train_attack_count_beside_dmem_in_the_table(tiny_search_config, tmp_path):
+    out = tmp_path / "benchmark"
+    assert main(["benchmark", "--config", str(tiny_search_config), "--output_dir", str(out), "--methods", "full",
+                 "--mitigations", "none", "--seeds", "0", "--attack_prompts", "both", "--attack_train_prompts", "2"]) == 0
+    metrics = json.loads((out / "cells" / "full-none-seed0" / "evaluation" / "metrics.json").read_text())
+    assert metrics["settings"]["attack_prompts"] == "both" and 1 <= metrics["attacked_train"] <= 2
+    (line,) = _csv(out / "table.csv")
+    assert float(line["extracted_mean"]) == metrics["extracted"] and float(line["extracted_train_mean"]) == metrics["extracted_train"]
+    (cell,) = _csv(out / "cells.csv")
+    assert int(cell["attacked_train"]) == metrics["attacked_train"]
+    table = (out / "table.md").read_text()
+    assert "| extracted ↓ | extracted train ↓ |" in table and f"the attack on {metrics['attacked_train']} ordinary" in table
 
 
 def test_bad_grids_are_one_line_errors_before_any_training(tiny_search_config, tmp_path, capsys):

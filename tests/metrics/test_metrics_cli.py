@@ -59,3 +59,16 @@ def test_audit_takes_any_diffusers_folder(tiny_model_dir, tiny_data_dir, tmp_pat
 def test_unknown_feature_extractor_is_exit_status_2(tiny_model_dir, tmp_path, capsys):
     assert main(["audit", "--model_dir", str(tiny_model_dir), "--feature_extractor", "sift", *FAST]) == 2
     assert "sift" in capsys.readouterr().err
+
+
+def test_bad_attack_prompts_are_one_line_errors_naming_the_flag(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    for command, extra, flag in (
+        (["evaluate", "--model_dir", str(tmp_path / "model")], ["--attack_prompts", "all"], "--attack_prompts"),
+        (["evaluate", "--model_dir", str(tmp_path / "model")], ["--attack_train_prompts", "0"], "--attack_train_prompts"),
+        (["audit", "--model_dir", str(tiny_model_dir), "--train_data_dir", str(tiny_data_dir)],  # audit has no train attack
+         ["--attack_prompts", "train"], "--attack_prompts"),
+    ):
+        assert main([*command, "--output_dir", str(tmp_path / "out"), "--feature_extractor", "pixels", *FAST, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert flag in err and "\n" not in err
+    assert not (tmp_path / "out" / "metrics.json").exists()

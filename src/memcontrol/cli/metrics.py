@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 from memcontrol.config import ModelConfig, build
 
-HEADLINE_METRICS = ("fid", "amd", "alignment", "extracted", "dmem_mean", "dmem_max")
+HEADLINE_METRICS = (
+    "fid", "amd", "alignment", "extracted", "extracted_train", "attacked_train", "dmem_mean", "dmem_max"
+)
 
 
 def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:

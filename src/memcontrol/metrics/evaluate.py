@@ -1,7 +1,8 @@
 """The paper's evaluation (Table 1) of one model, and a memorization audit, from the metric functions.
 
 ``evaluate_model``: quality on test prompts (FID against the real test images, caption alignment),
-AMD of those samples to the training set, and memorization of D_mem (extraction attack, d_mem).
+AMD of those samples to the training set, and memorization of D_mem (extraction attack, d_mem); with
+``attack_prompts`` train or both, the extraction attack on ordinary training captions too, counted apart.
 ``audit_model``: the memorization metrics alone, on D_mem or on a seeded sample of training pairs.
 Samples are generated a chunk at a time, so memory does not grow with the number of prompts.
 """
@@ -9,7 +10,7 @@ Samples are generated a chunk at a time, so memory does not grow with the number
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ CHUNK = 256  # generated images held at once
 EVAL_SPLITS = ("test", "validation")
 EXTRACTION_FIGURE = "extraction.png"
 CLOSEST_DIR = "closest"  # each attacked prompt's generation nearest its training image
+ATTACK_PROMPTS = ("dmem", "train", "both")
+TRAIN_ATTACK = "_train"  # suffix of the train attack's keys and files (extracted_train, extraction_train.png ...)
 
 
 @dataclass
@@ -56,12 +59,24 @@ class EvalConfig:
     extraction_grouping: str = opt("clique", "clique, or connected-components (the authors' code)", choices=GROUPINGS)
     extraction_threshold: float = opt(0.15, "normalised tile distance under which two images match (Carlini et al.)", above=0)
     extraction_grid: int = opt(4, "tiles per side in the extraction distance", min=1)
+    attack_prompts: str = opt(
+        "dmem", "prompts of the extraction attack: dmem (D_mem's), train (ordinary training captions, as the "
+        "authors attacked, see --attack_train_prompts) or both, counted apart (extracted, extracted_train)",
+        choices=ATTACK_PROMPTS,
+    )
+    attack_train_prompts: int = opt(
+        1000, "training captions attacked by --attack_prompts train or both: the first N distinct captions of the "
+        "training split in file order, D_mem's left out, each against every training image with it (the authors: "
+        "1000)", min=1,
+    )
     audit_prompts: int = opt(100, "training pairs attacked by `audit` when the model has no D_mem", min=1)
 
     def __post_init__(self):
         """Fail before hours of generation, not after."""
         if self.dmem_mode not in DMEM_MODES:
             raise UserError(f"dmem_mode {self.dmem_mode!r}: expected one of {', '.join(DMEM_MODES)}")
+        if self.attack_prompts not in ATTACK_PROMPTS:
+            raise UserError(f"attack_prompts {self.attack_prompts!r}: expected one of {', '.join(ATTACK_PROMPTS)}")
         check_attack_settings(
             self.extraction_samples, self.extraction_threshold, self.extraction_min_group, self.extraction_grouping, self.extraction_grid
         )
@@ -85,9 +100,12 @@ def evaluate_model(
     class_of: Callable[[str], str | None] | None = None,
     classifier: DomainFeatures | None = None,
     clip_model: str | None = None,
+    train_split: Sequence[Example] | None = None,
     progress: bool = True,
 ) -> dict:
-    """fid, amd, alignment, clip_score, extracted, dmem_mean, dmem_max, with the settings used.
+    """fid, amd, alignment, clip_score, extracted, dmem_mean, dmem_max, with the settings used; with
+    ``settings.attack_prompts`` train or both, extracted_train of attacked_train training captions (taken in the
+    order of ``train_split``, the training split in file order, default ``train_examples``'s).
 
     ``alignment`` (needs ``class_of``, caption -> class name or None) is the domain classifier's
     probability of each caption's class: ``classifier``, or ``extractor`` when it is the domain encoder.
@@ -103,7 +121,14 @@ def evaluate_model(
     generated, alignment, clip_value = score_samples(pipe, test, resolution, s, extractor, judge, class_of, clip, progress)
     real = features_of_examples(extractor, test, resolution, batch_size=s.feature_batch_size, progress=progress)
     training = _training_features(extractor, train_examples, resolution, s, progress)
-    memorization, _ = _memorization(pipe, list(dict.fromkeys(dmem_examples)), resolution, s, output_dir, None, progress)
+    dmem = list(dict.fromkeys(dmem_examples))
+    attack_dmem = s.attack_prompts != "train"
+    memorization, _ = _memorization(pipe, dmem, resolution, s, output_dir, None, progress, attack=attack_dmem)
+    if s.attack_prompts != "dmem":
+        prompts = train_attack_prompts(train_split or train_examples, train_examples, dmem, s.attack_train_prompts)
+        train_attack = train_extraction_metrics(pipe, *prompts, resolution, s, output_dir, progress)
+        figures = {**memorization["figures"], **train_attack["figures"]}
+        memorization = {**memorization, **train_attack, "figures": figures}
     return {
         "fid": fid(real, generated),
         "amd": amd(generated, training),
@@ -154,6 +179,11 @@ def audit_model(
     """Memorization alone: the extraction attack and d_mem on D_mem (or, without one, on ``audit_prompts``
     training pairs drawn with the seed), and the AMD of the attack's generations to the training set."""
     s = settings or EvalConfig()
+    if s.attack_prompts != "dmem":
+        raise UserError(
+            f"--attack_prompts {s.attack_prompts}: `audit` attacks D_mem, or --audit_prompts training pairs without"
+            " one; the attack on training captions is `evaluate`'s and `benchmark`'s"
+        )
     output_dir = ensure_writable_dir(output_dir)
     distinct = list(dict.fromkeys(train_examples))
     attacked = list(dict.fromkeys(dmem_examples)) or random.Random(s.seed).sample(distinct, min(s.audit_prompts, len(distinct)))
@@ -171,34 +201,71 @@ def audit_model(
     }
 
 
+NO_EXTRACTION = {"extracted": None, "extractions": [], "closest": [], "figures": {}}
+
+
 def _memorization(
-    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool
+    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool,
+    attack: bool = True,
 ) -> tuple[dict, torch.Tensor | None]:
-    """Extraction attack (its figure written to ``output_dir``) and d_mem on ``examples``; None values when there are none."""
+    """Extraction attack (unless not ``attack``; its figure written to ``output_dir``) and d_mem on ``examples``; None
+    values when there are none."""
     if not examples:
-        return {"extracted": None, "extractions": [], "closest": [], "dmem_mean": None, "dmem_max": None, "dmem": [], "figures": {}}, None
+        return {**NO_EXTRACTION, "dmem_mean": None, "dmem_max": None, "dmem": []}, None
+    if not attack:
+        return {**NO_EXTRACTION, **dmem_metrics(pipe, examples, resolution, s, progress)}, None
     extraction, features = extraction_metrics(pipe, examples, resolution, s, output_dir, extractor, progress)
     return {**extraction, **dmem_metrics(pipe, examples, resolution, s, progress)}, features
 
 
 def extraction_metrics(
-    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool
+    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool,
+    references: Mapping[str, Sequence[Example]] | None = None, suffix: str = "",
 ) -> tuple[dict, torch.Tensor | None]:
-    """The extraction attack on ``examples`` (its figure written to ``output_dir``), and the features of its generations
-    when an ``extractor`` is given."""
+    """The extraction attack on ``examples`` (see ``run_extraction_attack`` for ``references``; its figure and closest
+    generations written to ``output_dir``, their names and keys ending with ``suffix``), and the features of its
+    generations when an ``extractor`` is given."""
     run = run_extraction_attack(
         pipe, examples, resolution,
         samples_per_prompt=s.extraction_samples, threshold=s.extraction_threshold, min_group=s.extraction_min_group,
-        grouping=s.extraction_grouping, grid=s.extraction_grid, seed=s.seed, extractor=extractor, progress=progress,
-        **s.sampling(),
+        grouping=s.extraction_grouping, grid=s.extraction_grid, seed=s.seed, extractor=extractor, references=references,
+        progress=progress, **s.sampling(),
     )
+    figure = output_dir / EXTRACTION_FIGURE.replace(".png", f"{suffix}.png")
     metrics = {
-        "extracted": len(run.extractions),
-        "extractions": [asdict(e) for e in run.extractions],
-        "closest": save_closest(run, output_dir / CLOSEST_DIR),
-        "figures": {"extraction": str(save_extraction_grid(run, output_dir / EXTRACTION_FIGURE))},
+        f"extracted{suffix}": len(run.extractions),
+        f"extractions{suffix}": [asdict(e) for e in run.extractions],
+        f"closest{suffix}": save_closest(run, output_dir / f"{CLOSEST_DIR}{suffix}"),
+        "figures": {f"extraction{suffix}": str(save_extraction_grid(run, figure))},
     }
     return metrics, run.features
+
+
+def train_attack_prompts(
+    train_split: Sequence[Example], trained: Sequence[Example], dmem: Sequence[Example], limit: int
+) -> tuple[list[Example], dict[str, list[Example]]]:
+    """The train attack's prompts, as the authors took them: the first ``limit`` distinct captions of ``train_split``
+    in its order, among the ``trained`` images and without D_mem's captions (attacked apart); one example of each,
+    and caption -> every trained image that carries it (the attack compares with each)."""
+    trained_set, dmem_captions = set(trained), {e.text for e in dmem}
+    references: dict[str, list[Example]] = {}
+    for example in dict.fromkeys(train_split):
+        if example in trained_set and example.text not in dmem_captions:
+            references.setdefault(example.text, []).append(example)
+    captions = list(references)[:limit]
+    return [references[c][0] for c in captions], {c: references[c] for c in captions}
+
+
+def train_extraction_metrics(
+    pipe, examples: list[Example], references: dict[str, list[Example]], resolution: int, s: EvalConfig,
+    output_dir: Path, progress: bool,
+) -> dict:
+    """extracted_train of attacked_train captions, with their extractions, closest generations and figure."""
+    if not examples:
+        return {**{f"{key}{TRAIN_ATTACK}": value for key, value in NO_EXTRACTION.items() if key != "figures"},
+                "attacked_train": 0, "figures": {}}
+    metrics, _ = extraction_metrics(pipe, examples, resolution, s, output_dir, None, progress, references, TRAIN_ATTACK)
+    return {**metrics, "attacked_train": len(examples)}
 
 
 def dmem_metrics(

@@ -3,7 +3,8 @@
 For each attacked prompt: generate G images; join two generations when their tile distance is below
 a threshold; look for groups of at least k generations all near each other (cliques, or connected
 components as in the authors' code); a group's representative (its medoid) that is also within the
-threshold of the prompt's training image counts that image as extracted.
+threshold of the prompt's training image counts that image as extracted. A caption that several training
+images share is attacked once, against each of them (``references``).
 
 The tile distance is the maximum over a grid of tiles of the RMS difference of corresponding tiles
 (L2 divided by the square root of the tile's element count) on [0, 1] images, so that a threshold
@@ -13,7 +14,7 @@ means the same at any resolution; Carlini et al. use 4 x 4 tiles and 0.15.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from memcontrol.io import atomic_path
 from memcontrol.metrics.features import FeatureExtractor
 from memcontrol.metrics.graphs import GROUPINGS, find_groups
 from memcontrol.sampling.generate import generate, to_pil
+
+REFERENCE_BLOCK = 64  # training images of one caption compared at once
 
 
 def _tiles(images: torch.Tensor, grid: int) -> list[torch.Tensor]:
@@ -74,6 +77,22 @@ def extraction_attack(
 
     At most one extraction per prompt (it has one training image): the closest representative.
     """
+    to_training = training_distances(generated, originals, grid)
+    return attack_groups(generated, to_training, prompts, threshold=threshold, min_group=min_group, grouping=grouping, grid=grid)
+
+
+def attack_groups(
+    generated: torch.Tensor,
+    to_training: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    threshold: float = 0.15,
+    min_group: int = 3,
+    grouping: str = "clique",
+    grid: int = 4,
+) -> list[Extraction]:
+    """``extraction_attack`` from the tile distance (P, G) of each generation to its prompt's training image (the
+    nearest one where several share the caption)."""
     num_prompts, samples = generated.shape[:2]
     found = []
     for p in range(num_prompts):
@@ -81,7 +100,7 @@ def extraction_attack(
         best = None
         for group in find_groups((distances < threshold).cpu().numpy(), min_group, grouping):
             medoid = group[int(distances[group][:, group].sum(1).argmin())]
-            distance = float(tile_distances(generated[p, medoid : medoid + 1], originals[p : p + 1], grid))
+            distance = float(to_training[p, medoid])
             if distance < threshold and (best is None or distance < best.distance):
                 best = Extraction(prompts[p], p, p * samples + medoid, distance, len(group))
         if best is not None:
@@ -89,11 +108,15 @@ def extraction_attack(
     return found
 
 
+def training_distances(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> torch.Tensor:
+    """(P, G): the tile distance of each of P prompts' generations (P, G, C, H, W) to its training image (P, C, H, W)."""
+    return torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
+
+
 def nearest_generations(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """For P prompts' generations (P, G, C, H, W) and training images (P, C, H, W): the tile distance of each
     prompt's generation nearest its training image, and that generation's index among the prompt's G."""
-    distances = torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
-    return distances.min(dim=1)
+    return training_distances(generated, originals, grid).min(dim=1)
 
 
 @dataclass(frozen=True)
@@ -131,9 +154,11 @@ def run_extraction_attack(
     guidance_scale: float = 7.5,
     batch_size: int = 16,
     extractor: FeatureExtractor | None = None,
+    references: Mapping[str, Sequence[Example]] | None = None,
     progress: bool = True,
 ) -> AttackRun:
-    """Generate ``samples_per_prompt`` images for each distinct example's caption and attack its image.
+    """Generate ``samples_per_prompt`` images for each distinct example's caption and attack its image, or with
+    ``references`` (caption -> training examples) each of the training images that share the caption.
 
     Prompts are processed a few at a time, so that only a few prompts' generations are held at once; kept
     are the extracted pairs, each prompt's generation nearest its image (the paper's Figure 4) and, with
@@ -151,16 +176,18 @@ def run_extraction_attack(
         prompts = [e.text for e in chunk]
         repeated = [text for text in prompts for _ in range(samples_per_prompt)]
         images = generate(pipe, repeated, seed=seed + start * samples_per_prompt, progress=False, **sampling)
-        originals = (load_images(chunk, resolution, progress=False) + 1) / 2
+        chunk_references = [list(references[e.text]) if references else [e] for e in chunk]
         grouped = images.unflatten(0, (len(chunk), samples_per_prompt))
-        _keep_closest(run, chunk, grouped, originals, start * samples_per_prompt, grid)
-        for e in extraction_attack(grouped, originals, prompts, **attack):
-            run.pairs.append((originals[e.training_index], images[e.generated_index]))
+        to_training, nearest_reference = _reference_distances(grouped, chunk_references, resolution, grid)
+        _keep_closest(run, chunk_references, grouped, to_training, nearest_reference, start * samples_per_prompt)
+        for e in attack_groups(grouped, to_training, prompts, **attack):
+            reference = chunk_references[e.training_index][int(nearest_reference.flatten()[e.generated_index])]
+            run.pairs.append(((load_images([reference], resolution, progress=False)[0] + 1) / 2, images[e.generated_index]))
             run.extractions.append(replace(
                 e,
                 training_index=start + e.training_index,
                 generated_index=start * samples_per_prompt + e.generated_index,
-                training_image=str(chunk[e.training_index].image_path),
+                training_image=str(reference.image_path),
             ))
         if extractor is not None:
             features.append(extractor(images, batch_size))
@@ -168,13 +195,37 @@ def run_extraction_attack(
     return run
 
 
-def _keep_closest(run: AttackRun, chunk: Sequence[Example], grouped: torch.Tensor, originals: torch.Tensor, first: int, grid: int) -> None:
-    """Add the nearest generation of each of ``chunk``'s prompts to ``run``; ``first`` is the chunk's first generated_index."""
-    distances, nearest = nearest_generations(grouped, originals, grid)
-    for k, example in enumerate(chunk):
-        generated_index = first + k * grouped.shape[1] + int(nearest[k])
-        run.closest.append(Closest(example.text, str(example.image_path), generated_index, float(distances[k])))
-        run.closest_images.append(to_pil(grouped[k, nearest[k]][None])[0])
+def _reference_distances(
+    grouped: torch.Tensor, chunk_references: list[list[Example]], resolution: int, grid: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, G): the tile distance of each generation to the nearest training image of its prompt, and which one (its
+    index in the prompt's list). The images are read a block at a time: a caption may be shared by thousands."""
+    distances, nearest = [], []
+    for generations, examples in zip(grouped, chunk_references):
+        best = torch.full((len(generations),), float("inf"))
+        which = torch.zeros(len(generations), dtype=torch.long)
+        for first in range(0, len(examples), REFERENCE_BLOCK):
+            block = (load_images(examples[first : first + REFERENCE_BLOCK], resolution, progress=False) + 1) / 2
+            distance, k = tile_distances(generations, block, grid).cpu().min(dim=1)
+            closer = distance < best
+            best, which = torch.where(closer, distance, best), torch.where(closer, k + first, which)
+        distances.append(best)
+        nearest.append(which)
+    return torch.stack(distances), torch.stack(nearest)
+
+
+def _keep_closest(
+    run: AttackRun, chunk_references: list[list[Example]], grouped: torch.Tensor, to_training: torch.Tensor,
+    nearest_reference: torch.Tensor, first: int,
+) -> None:
+    """Add each of the chunk's prompts' generation nearest a training image to ``run``, with that image (see
+    ``_reference_distances`` for ``to_training`` and ``nearest_reference``); ``first``: the chunk's first generated_index."""
+    distances, nearest = to_training.min(dim=1)
+    for p, examples in enumerate(chunk_references):
+        g = int(nearest[p])
+        reference = examples[int(nearest_reference[p, g])]
+        run.closest.append(Closest(reference.text, str(reference.image_path), first + p * grouped.shape[1] + g, float(distances[p])))
+        run.closest_images.append(to_pil(grouped[p, g][None])[0])
 
 
 def save_closest(run: AttackRun, output_dir: str | Path) -> list[dict]:

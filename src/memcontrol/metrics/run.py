@@ -33,7 +33,7 @@ def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig,
         pipe, train_examples=data.training, test_examples=data.splits[settings.eval_split], dmem_examples=data.dmem,
         resolution=manifest["resolution"], extractor=extractor, output_dir=output_dir, settings=settings,
         class_of=caption_classes(features, builtin, extractor),
-        clip_model=features.clip_model,
+        clip_model=features.clip_model, train_split=data.splits["train"],
     )
     return _write(output_dir, {**metrics, "model_dir": str(model_dir), "method": manifest["method"], "mask": manifest["mask"]})
 

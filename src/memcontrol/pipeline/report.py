@@ -16,13 +16,15 @@ from memcontrol.search.pick import PICK_RULES
 from memcontrol.search.results import CONVERGENCE_PNG, PARETO_JSON, PARETO_PNG, TRIALS_CSV
 
 REPORT = "report.md"
-# The evaluation's metrics (Table 1 of the paper), with whether higher is better.
+# The evaluation's metrics (Table 1 of the paper), with whether higher is better (None: a count).
 TEST_METRICS = (
     ("fid", "FID (test prompts vs test images)", False),
     ("amd", "AMD to the training images", True),
     ("alignment", "caption alignment", True),
     ("clip_score", "CLIP score", True),
     ("extracted", "extracted D_mem images (extraction attack)", False),
+    ("extracted_train", "extracted training images (the attack on training captions)", False),
+    ("attacked_train", "training captions attacked", None),
     ("dmem_mean", "d_mem, mean over D_mem prompts", False),
     ("dmem_max", "d_mem, max over D_mem prompts", False),
 )
@@ -75,7 +77,10 @@ def write_report(output_dir: Path) -> Path:
 
 
 def _test_section(manifest: dict, metrics: dict, dmem_size: int) -> list[str]:
-    rows = [[f"{label} {'↑' if higher else '↓'}", metrics[key]] for key, label, higher in TEST_METRICS if metrics.get(key) is not None]
+    arrows = {True: " ↑", False: " ↓", None: ""}  # None: a count, neither better nor worse
+    rows = [
+        [f"{label}{arrows[higher]}", metrics[key]] for key, label, higher in TEST_METRICS if metrics.get(key) is not None
+    ]
     extraction = Path("evaluation") / "extraction.png"
     return [
         "## Result on the test split",
