@@ -15,9 +15,9 @@ import time
 from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
 from memcontrol.data.prepare import prepare_data
 from memcontrol.models.pipeline import load_pipeline, recommendations
+from memcontrol.peft.trained import load_trained
 from memcontrol.pretrain.check import position_accuracy, shape_accuracy
 from memcontrol.scenario import digit_accuracy, extraction_check
-from memcontrol.peft.trained import load_trained
 from memcontrol.train.run import run_train
 
 
@@ -31,7 +31,9 @@ def main() -> None:
     for guidance in (1.0, 1.5, 3.0):
         shape = shape_accuracy(base, samples_per_shape=16, guidance_scale=guidance, num_inference_steps=25)
         position = position_accuracy(base, samples_per_quarter=16, guidance_scale=guidance, num_inference_steps=25)
-        print(f"base caption following at guidance {guidance}: shape {shape:.2f}, position {position:.2f} (chance 0.25)")
+        print(
+            f"base caption following at guidance {guidance}: shape {shape:.2f}, position {position:.2f} (chance 0.25)"
+        )
     data = prepare_data(DataConfig())
     start = time.perf_counter()
     run_train(ModelConfig(), DataConfig(), TrainConfig(), SampleConfig(), args.output_dir, progress=False)

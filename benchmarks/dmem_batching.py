@@ -47,15 +47,25 @@ def main() -> None:
     args = parser.parse_args()
     data = prepare_data(DataConfig(train_data_dir=args.train_data_dir))
     examples = (data.dmem + data.splits["validation"])[: args.prompts]
-    settings = {k: recommendations(args.pretrained_model_name_or_path)[k] for k in ("guidance_scale", "num_inference_steps")}
+    settings = {
+        k: recommendations(args.pretrained_model_name_or_path)[k] for k in ("guidance_scale", "num_inference_steps")
+    }
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(args.pretrained_model_name_or_path, device=device, dtype=WEIGHT_DTYPES[args.dtype])
-    print(f"d_mem ({args.mode}) of {len(examples)} prompts, {settings}, {device} ({torch.get_num_threads()} torch threads)")
+    print(
+        f"d_mem ({args.mode}) of {len(examples)} prompts, {settings}, {device} ({torch.get_num_threads()} torch threads)"
+    )
 
     def run(batch_size: int) -> tuple[float, torch.Tensor]:
         start = time.perf_counter()
         values = dmem_scores(
-            pipe, examples, mode=args.mode, resolution=args.resolution, batch_size=batch_size, progress=False, **settings
+            pipe,
+            examples,
+            mode=args.mode,
+            resolution=args.resolution,
+            batch_size=batch_size,
+            progress=False,
+            **settings,
         )
         return time.perf_counter() - start, values
 
@@ -69,10 +79,14 @@ def main() -> None:
             print(f"  run {repeat + 1} batch {batch_size:3d}: {seconds:6.2f} s")
     batched, single = statistics.median(times[args.batch_size]), statistics.median(times[1])
     difference = (values[args.batch_size] - values[1]).abs().max().item()
-    print(f"batched ({args.batch_size} per pass): {batched:.2f} s, {len(examples) / batched:.1f} prompts/s; "
-          f"one at a time: {single:.2f} s, {len(examples) / single:.1f} prompts/s (medians of {args.repeats})")
-    print(f"same values: largest |difference| {difference:.2e} (d_mem mean {values[1].mean():.4f}, "
-          f"{'equal within 1e-4' if difference <= 1e-4 else 'DIFFERENT'})")
+    print(
+        f"batched ({args.batch_size} per pass): {batched:.2f} s, {len(examples) / batched:.1f} prompts/s; "
+        f"one at a time: {single:.2f} s, {len(examples) / single:.1f} prompts/s (medians of {args.repeats})"
+    )
+    print(
+        f"same values: largest |difference| {difference:.2e} (d_mem mean {values[1].mean():.4f}, "
+        f"{'equal within 1e-4' if difference <= 1e-4 else 'DIFFERENT'})"
+    )
     print(f"dmem_batching_speedup: {single / batched:.2f}x")
 
 

@@ -44,6 +44,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 
 from memcontrol.config import DataConfig, TrainConfig  # noqa: E402
 from memcontrol.data.prepare import prepare_data  # noqa: E402
@@ -51,7 +52,6 @@ from memcontrol.peft import get_method  # noqa: E402
 from memcontrol.runtime import WEIGHT_DTYPES, load_for_training, make_accelerator, native_resolution  # noqa: E402
 from memcontrol.train.engine import fine_tune  # noqa: E402
 from memcontrol.train.run import build_training_set  # noqa: E402
-from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 
 diffusers.utils.logging.set_verbosity_error()
 diffusers.utils.logging.disable_progress_bar()
@@ -105,9 +105,14 @@ def child(args, method_name: str) -> dict:
     """One method's figures, in a fresh process: memory of ``--steps`` steps (the process's first), the FLOPs of one, then
     the time of ``--steps`` steps again (warm: first-call costs out)."""
     steps = args.steps
-    examples = prepare_data(DataConfig(train_data_dir=args.train_data_dir, max_train_samples=args.max_train_samples)).training
+    examples = prepare_data(
+        DataConfig(train_data_dir=args.train_data_dir, max_train_samples=args.max_train_samples)
+    ).training
     cfg = TrainConfig(
-        method=method_name, train_batch_size=args.batch_size, max_train_steps=steps, gradient_checkpointing=args.gradient_checkpointing
+        method=method_name,
+        train_batch_size=args.batch_size,
+        max_train_steps=steps,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     pipe, method, mask, training_set, accelerator = setup(args, method_name, examples)
     cuda = accelerator.device.type == "cuda"
@@ -130,14 +135,21 @@ def child(args, method_name: str) -> dict:
     del pipe, training_set
     pipe, method, mask, training_set, accelerator = setup(args, method_name, examples)
     with FlopCounterMode(display=False) as counter:
-        fine_tune(pipe, method, mask, training_set, dataclasses.replace(cfg, max_train_steps=1), accelerator, progress=False)
+        fine_tune(
+            pipe, method, mask, training_set, dataclasses.replace(cfg, max_train_steps=1), accelerator, progress=False
+        )
     accelerator.free_memory()
     del pipe, training_set
     pipe, method, mask, training_set, accelerator = setup(args, method_name, examples)  # timed again, warm this time
     timed = fine_tune(pipe, method, mask, training_set, cfg, accelerator, progress=False)
     return {
-        "method": method_name, "trainable": result.trainable_parameters, "rss_before": before, "rss_peak": peak,
-        "ru_maxrss": high_water, "seconds_per_step": timed.seconds / steps, "flops_per_step": counter.get_total_flops(),
+        "method": method_name,
+        "trainable": result.trainable_parameters,
+        "rss_before": before,
+        "rss_peak": peak,
+        "ru_maxrss": high_water,
+        "seconds_per_step": timed.seconds / steps,
+        "flops_per_step": counter.get_total_flops(),
     }
 
 
@@ -156,15 +168,29 @@ def main() -> None:
     device = make_accelerator(model_config(args)).device
     dtype = WEIGHT_DTYPES[args.mixed_precision] if device.type == "cuda" else torch.float32
     peak = matmul_peak(args.matmul_size, device, dtype)
-    print(f"{device} ({torch.get_num_threads()} torch threads); measured {dtype} matmul peak ({args.matmul_size}^3): {peak:.1f} GFLOP/s")
-    what = "CUDA max allocated during fine_tune - allocated before" if device.type == "cuda" else "peak RSS during fine_tune - RSS before"
-    print(f"batch {args.batch_size}, {args.steps} timed steps, mixed precision {args.mixed_precision}, gradient checkpointing "
-          f"{args.gradient_checkpointing}; memory = {what}")
-    header = f"{'method':10s} {'trainable':>10s} {'mem before':>10s} {'peak-before':>11s} {'hwm-before':>10s} {'16 B/param':>10s}" \
-             f" {'GFLOP/step':>10s} {'s/step':>7s} {'GFLOP/s':>8s} {'MFU':>6s}"
+    print(
+        f"{device} ({torch.get_num_threads()} torch threads); measured {dtype} matmul peak ({args.matmul_size}^3): {peak:.1f} GFLOP/s"
+    )
+    what = (
+        "CUDA max allocated during fine_tune - allocated before"
+        if device.type == "cuda"
+        else "peak RSS during fine_tune - RSS before"
+    )
+    print(
+        f"batch {args.batch_size}, {args.steps} timed steps, mixed precision {args.mixed_precision}, gradient checkpointing "
+        f"{args.gradient_checkpointing}; memory = {what}"
+    )
+    header = (
+        f"{'method':10s} {'trainable':>10s} {'mem before':>10s} {'peak-before':>11s} {'hwm-before':>10s} {'16 B/param':>10s}"
+        f" {'GFLOP/step':>10s} {'s/step':>7s} {'GFLOP/s':>8s} {'MFU':>6s}"
+    )
     print(header)
     rows = {}
-    forwarded = [f"--{k}={v}" for k, v in vars(args).items() if v is not None and k not in ("methods", "child", "gradient_checkpointing")]
+    forwarded = [
+        f"--{k}={v}"
+        for k, v in vars(args).items()
+        if v is not None and k not in ("methods", "child", "gradient_checkpointing")
+    ]
     forwarded += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
     for name in args.methods.split(","):
         command = [sys.executable, __file__, "--child", name, *forwarded]
@@ -172,9 +198,11 @@ def main() -> None:
         row = rows[name] = json.loads(out.strip().splitlines()[-1])
         achieved = row["flops_per_step"] / row["seconds_per_step"] / 1e9
         row["mfu"] = achieved / peak
-        print(f"{name:10s} {row['trainable']:10,d} {row['rss_before'] / MIB:8.0f} MiB {(row['rss_peak'] - row['rss_before']) / MIB:7.1f} MiB"
-              f" {(row['ru_maxrss'] - row['rss_before']) / MIB:6.1f} MiB {16 * row['trainable'] / MIB:6.1f} MiB"
-              f" {row['flops_per_step'] / 1e9:10.1f} {row['seconds_per_step']:7.3f} {achieved:8.1f} {100 * row['mfu']:5.1f}%")
+        print(
+            f"{name:10s} {row['trainable']:10,d} {row['rss_before'] / MIB:8.0f} MiB {(row['rss_peak'] - row['rss_before']) / MIB:7.1f} MiB"
+            f" {(row['ru_maxrss'] - row['rss_before']) / MIB:6.1f} MiB {16 * row['trainable'] / MIB:6.1f} MiB"
+            f" {row['flops_per_step'] / 1e9:10.1f} {row['seconds_per_step']:7.3f} {achieved:8.1f} {100 * row['mfu']:5.1f}%"
+        )
     headline = "full" if "full" in rows else next(iter(rows))
     print(f"train_mfu_{headline}: {100 * rows[headline]['mfu']:.1f}%")
 

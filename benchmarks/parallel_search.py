@@ -39,7 +39,16 @@ def run_workers(workers: int, threads: int, folder: Path, n_trials: int, flags: 
     storage = f"sqlite:///{(folder / 'study.db').resolve()}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     commands = [
-        ["search", "--storage", storage, "--output_dir", str(folder / f"worker-{k}"), "--n_trials", str(n_trials), *flags]
+        [
+            "search",
+            "--storage",
+            storage,
+            "--output_dir",
+            str(folder / f"worker-{k}"),
+            "--n_trials",
+            str(n_trials),
+            *flags,
+        ]
         for k in range(workers)
     ]
     print(f"{workers} worker(s), OMP_NUM_THREADS={threads} each:")
@@ -49,7 +58,14 @@ def run_workers(workers: int, threads: int, folder: Path, n_trials: int, flags: 
     processes = []
     for k, command in enumerate(commands):
         log = open(folder / f"worker-{k}.log", "w")
-        processes.append((subprocess.Popen([sys.executable, "-c", LAUNCH, *command], env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        processes.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, "-c", LAUNCH, *command], env=env, stdout=log, stderr=subprocess.STDOUT
+                ),
+                log,
+            )
+        )
     for process, log in processes:
         process.wait()
         log.close()
@@ -57,21 +73,38 @@ def run_workers(workers: int, threads: int, folder: Path, n_trials: int, flags: 
     failed = [k for k, (process, _) in enumerate(processes) if process.returncode]
     if failed:
         raise SystemExit(f"worker {failed[0]} failed: see {folder / f'worker-{failed[0]}.log'}")
-    trials = [t for name in optuna.get_all_study_names(storage) for t in optuna.load_study(study_name=name, storage=storage).trials]
+    trials = [
+        t
+        for name in optuna.get_all_study_names(storage)
+        for t in optuna.load_study(study_name=name, storage=storage).trials
+    ]
     done = [t for t in trials if is_finished(t)]
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
     by_worker = {}
     for t in done:
         by_worker[t.user_attrs.get("worker")] = by_worker.get(t.user_attrs.get("worker"), 0) + 1
-    result = {"trials": len(done), "wall": wall, "span": span, "per_hour": 3600 * len(done) / wall, "steady_per_hour": 3600 * len(done) / span}
-    print(f"  {len(done)} finished trials ({', '.join(str(n) for n in by_worker.values())} by worker); wall {wall:.0f} s -> "
-          f"{result['per_hour']:.1f} trials/h; first trial start to last trial end {span:.0f} s -> {result['steady_per_hour']:.1f} trials/h")
+    result = {
+        "trials": len(done),
+        "wall": wall,
+        "span": span,
+        "per_hour": 3600 * len(done) / wall,
+        "steady_per_hour": 3600 * len(done) / span,
+    }
+    print(
+        f"  {len(done)} finished trials ({', '.join(str(n) for n in by_worker.values())} by worker); wall {wall:.0f} s -> "
+        f"{result['per_hour']:.1f} trials/h; first trial start to last trial end {span:.0f} s -> {result['steady_per_hour']:.1f} trials/h"
+    )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n_trials", type=int, default=4, help="finished trials the study is to hold (even: no worker idles at the end)")
+    parser.add_argument(
+        "--n_trials",
+        type=int,
+        default=4,
+        help="finished trials the study is to hold (even: no worker idles at the end)",
+    )
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--output_dir", default=None, help="default: a temporary folder, removed afterwards")
     args, flags = parser.parse_known_args()
@@ -83,9 +116,13 @@ def main() -> None:
         one = run_workers(1, args.cores, root / "1-worker", args.n_trials, flags)
         many = run_workers(args.cores, 1, root / f"{args.cores}-workers", args.n_trials, flags)
         single = run_workers(1, 1, root / "1-worker-1-thread", args.n_trials, flags) if args.cores > 1 else one
-    print(f"steady state: {many['steady_per_hour'] / one['steady_per_hour']:.2f}x the trials per hour with {args.cores} workers")
-    print(f"reference, 1 worker on 1 thread: {args.cores} threads give it {one['per_hour'] / single['per_hour']:.2f}x, "
-          f"{args.cores} one-thread workers {many['per_hour'] / single['per_hour']:.2f}x (end to end)")
+    print(
+        f"steady state: {many['steady_per_hour'] / one['steady_per_hour']:.2f}x the trials per hour with {args.cores} workers"
+    )
+    print(
+        f"reference, 1 worker on 1 thread: {args.cores} threads give it {one['per_hour'] / single['per_hour']:.2f}x, "
+        f"{args.cores} one-thread workers {many['per_hour'] / single['per_hour']:.2f}x (end to end)"
+    )
     print(f"parallel_search_speedup_{args.cores}_workers: {many['per_hour'] / one['per_hour']:.2f}x")
 
 

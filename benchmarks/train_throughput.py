@@ -38,6 +38,7 @@ import transformers  # noqa: E402
 from diffusers import AutoencoderKL, DDPMScheduler  # noqa: E402
 from diffusers.optimization import get_scheduler  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from memcontrol.config import DataConfig, TrainConfig  # noqa: E402
@@ -48,7 +49,6 @@ from memcontrol.peft import get_method  # noqa: E402
 from memcontrol.runtime import load_for_training, make_accelerator, native_resolution  # noqa: E402
 from memcontrol.train.engine import batch_indices, fine_tune  # noqa: E402
 from memcontrol.train.run import build_training_set  # noqa: E402
-from training_flags import add_training_flags, model_config  # noqa: E402  (this folder is on sys.path)
 
 diffusers.utils.logging.set_verbosity_error()
 diffusers.utils.logging.disable_progress_bar()
@@ -58,7 +58,10 @@ transformers.utils.logging.disable_progress_bar()
 def train_config(args) -> TrainConfig:
     # No warm-up, so that both loops take the same steps at the same learning rate from the first.
     return TrainConfig(
-        method=args.method, train_batch_size=args.batch_size, max_train_steps=args.steps, lr_warmup_steps=0,
+        method=args.method,
+        train_batch_size=args.batch_size,
+        max_train_steps=args.steps,
+        lr_warmup_steps=0,
         gradient_checkpointing=args.gradient_checkpointing,
     )
 
@@ -83,7 +86,9 @@ def memcontrol_run(args, examples) -> tuple[float, float]:
     start = time.perf_counter()
     training_set = build_training_set(pipe, examples, resolution(args, pipe), progress=False)
     encode_seconds = time.perf_counter() - start
-    result = fine_tune(pipe, method, method.check_mask(pipe.unet, None), training_set, train_config(args), accelerator, progress=False)
+    result = fine_tune(
+        pipe, method, method.check_mask(pipe.unet, None), training_set, train_config(args), accelerator, progress=False
+    )
     return result.seconds, encode_seconds
 
 
@@ -95,15 +100,23 @@ def diffusers_run(args, examples) -> float:
     vae, text_encoder, tokenizer, unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
     pixel_values = load_images(examples, resolution(args, pipe), progress=False)
     input_ids = tokenizer(
-        [e.text for e in examples], max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
+        [e.text for e in examples],
+        max_length=tokenizer.model_max_length,
+        padding="max_length",
+        truncation=True,
+        return_tensors="pt",
     ).input_ids
     method = get_method(args.method)
     params = method.apply(unet, method.check_mask(unet, None))
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    optimizer = torch.optim.AdamW(method.param_groups(unet, params, cfg.learning_rate), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=cfg.max_train_steps)
+    optimizer = torch.optim.AdamW(
+        method.param_groups(unet, params, cfg.learning_rate), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay
+    )
+    lr_scheduler = get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=cfg.max_train_steps
+    )
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     batches = batch_indices(len(examples), cfg.train_batch_size, torch.Generator().manual_seed(cfg.seed))
@@ -116,7 +129,9 @@ def diffusers_run(args, examples) -> float:
         latents = vae.encode(pixel_values[index].to(accelerator.device, weight_dtype)).latent_dist.sample()
         latents = latents * vae.config.scaling_factor
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), device=latents.device).long()
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (len(index),), device=latents.device
+        ).long()
         noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
         encoder_hidden_states = text_encoder(input_ids[index].to(accelerator.device), return_dict=False)[0]
         target = noise
@@ -138,13 +153,25 @@ def sd15_flops(method_name: str, resolution: int, batch_size: int) -> tuple[floa
     U-Net forward + backward with the method (with SV-DIFF, the weights it rebuilds at each step count too)."""
     with torch.device("meta"):
         vae = AutoencoderKL(  # SD v1.5's VAE (its config on the Hub)
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=512,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            norm_num_groups=32,
+            sample_size=512,
         )
-        text_encoder = CLIPTextModel(CLIPTextConfig(  # CLIP ViT-L/14's text tower
-            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            max_position_embeddings=77, hidden_act="quick_gelu",
-        ))
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(  # CLIP ViT-L/14's text tower
+                vocab_size=49408,
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=77,
+                hidden_act="quick_gelu",
+            )
+        )
     unet = build_unet("sd15")
     method = get_method(method_name)
     method.apply(unet, method.check_mask(unet, None))
@@ -155,11 +182,15 @@ def sd15_flops(method_name: str, resolution: int, batch_size: int) -> tuple[floa
         return counter.get_total_flops() / 1e9
 
     with torch.no_grad():
-        vae_flops = count(lambda: vae.encode(torch.empty(batch_size, 3, resolution, resolution, device="meta")).latent_dist.sample())
+        vae_flops = count(
+            lambda: vae.encode(torch.empty(batch_size, 3, resolution, resolution, device="meta")).latent_dist.sample()
+        )
         text_flops = count(lambda: text_encoder(torch.zeros(batch_size, 77, dtype=torch.long, device="meta"))[0])
     latents = torch.empty(batch_size, 4, resolution // 8, resolution // 8, device="meta")
     states = torch.empty(batch_size, 77, 768, device="meta")
-    unet_flops = count(lambda: unet(latents, torch.zeros(batch_size, device="meta"), states).sample.float().square().mean().backward())
+    unet_flops = count(
+        lambda: unet(latents, torch.zeros(batch_size, device="meta"), states).sample.float().square().mean().backward()
+    )
     return vae_flops, text_flops, unet_flops
 
 
@@ -171,13 +202,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the median is reported")
     add_training_flags(parser)
     args = parser.parse_args()
-    examples = prepare_data(DataConfig(train_data_dir=args.train_data_dir, max_train_samples=args.max_train_samples)).training
+    examples = prepare_data(
+        DataConfig(train_data_dir=args.train_data_dir, max_train_samples=args.max_train_samples)
+    ).training
     samples = args.steps * args.batch_size
-    print(f"method {args.method}, batch {args.batch_size}, {args.steps} steps, {len(examples)} training items, "
-          f"mixed precision {args.mixed_precision}, gradient checkpointing {args.gradient_checkpointing}, "
-          f"{make_accelerator(model_config(args)).device} ({torch.get_num_threads()} torch threads)")
+    print(
+        f"method {args.method}, batch {args.batch_size}, {args.steps} steps, {len(examples)} training items, "
+        f"mixed precision {args.mixed_precision}, gradient checkpointing {args.gradient_checkpointing}, "
+        f"{make_accelerator(model_config(args)).device} ({torch.get_num_threads()} torch threads)"
+    )
     warm_up = argparse.Namespace(**{**vars(args), "steps": 2})
-    memcontrol_run(warm_up, examples), diffusers_run(warm_up, examples)  # first-call costs (allocator, kernels) out of the timings
+    (
+        memcontrol_run(warm_up, examples),
+        diffusers_run(warm_up, examples),
+    )  # first-call costs (allocator, kernels) out of the timings
     engine, reference, encode = [], [], []
     for repeat in range(args.repeats):
         runs = [("memcontrol", memcontrol_run), ("diffusers", diffusers_run)]
@@ -194,14 +232,18 @@ def main() -> None:
     ours, theirs = statistics.median(engine), statistics.median(reference)
     print(f"memcontrol engine:      {samples / ours:8.1f} samples/s (median of {args.repeats})")
     print(f"diffusers-style loop:   {samples / theirs:8.1f} samples/s (median of {args.repeats})")
-    print(f"memcontrol one-time encoding of {len(examples)} items: {statistics.median(encode):.2f} s "
-          f"(once per process; with it, these {args.steps} steps: {theirs / (ours + statistics.median(encode)):.2f}x)")
+    print(
+        f"memcontrol one-time encoding of {len(examples)} items: {statistics.median(encode):.2f} s "
+        f"(once per process; with it, these {args.steps} steps: {theirs / (ours + statistics.median(encode)):.2f}x)"
+    )
     for side in (224, 512):
         vae_flops, text_flops, unet_flops = sd15_flops(args.method, side, args.batch_size)
-        print(f"SD v1.5 architecture at {side} px, {args.method}, per sample of a batch of {args.batch_size} (FLOP count, "
-              f"not timed): VAE encode {vae_flops / args.batch_size:.0f} + text encoder {text_flops / args.batch_size:.0f} + U-Net "
-              f"fwd+bwd {unet_flops / args.batch_size:.0f} GFLOP -> caching bound "
-              f"{(vae_flops + text_flops + unet_flops) / unet_flops:.2f}x")
+        print(
+            f"SD v1.5 architecture at {side} px, {args.method}, per sample of a batch of {args.batch_size} (FLOP count, "
+            f"not timed): VAE encode {vae_flops / args.batch_size:.0f} + text encoder {text_flops / args.batch_size:.0f} + U-Net "
+            f"fwd+bwd {unet_flops / args.batch_size:.0f} GFLOP -> caching bound "
+            f"{(vae_flops + text_flops + unet_flops) / unet_flops:.2f}x"
+        )
     print(f"train_speedup_vs_diffusers_loop: {theirs / ours:.2f}x")
 
 

@@ -42,6 +42,7 @@ def timed(phase: str, fn):
             return fn(*args, **kwargs)
         finally:
             current[phase] += time.perf_counter() - start
+
     return wrapper
 
 
@@ -87,7 +88,9 @@ def main() -> None:
             raise SystemExit(f"memcontrol search failed with status {status}")
         records = [json.loads(p.read_text()) for p in sorted((output_dir / "trials").glob("*/*/trial.json"))]
     if len(records) != len(trials):
-        raise SystemExit(f"{len(records)} trial records but {len(trials)} timed trials (an existing study in --output_dir?)")
+        raise SystemExit(
+            f"{len(records)} trial records but {len(trials)} timed trials (an existing study in --output_dir?)"
+        )
     total_trial = total_train = 0.0
     for record, phases in zip(records, trials):
         seconds, train = record["seconds"], record["train"]["seconds"] if "train" in record else 0.0
@@ -98,15 +101,19 @@ def main() -> None:
             **{k: v for k, v in phases.items() if k != "engine call"},
         }
         rows["other (U-Net copy, trial.json, ...)"] = seconds - sum(rows.values())
-        print(f"trial {record['number']} ({record['method']} {record['mask']}, {record['state']}): {seconds:.1f} s, "
-              f"outside training {100 * (1 - train / seconds):.1f}%")
+        print(
+            f"trial {record['number']} ({record['method']} {record['mask']}, {record['state']}): {seconds:.1f} s, "
+            f"outside training {100 * (1 - train / seconds):.1f}%"
+        )
         for name, value in rows.items():
             print(f"  {name:50s} {value:7.2f} s  {100 * value / seconds:5.1f}%")
     share = 1 - total_train / total_trial
     setup = sum(setup_seconds)
-    print(f"search setup once per worker (model, cached latents, real FID features): {setup:.1f} s; "
-          f"whole `memcontrol search` call {wall:.1f} s, of which training {100 * total_train / wall:.1f}% "
-          f"(outside training {100 * (1 - total_train / wall):.1f}% with setup and results over {len(records)} trials)")
+    print(
+        f"search setup once per worker (model, cached latents, real FID features): {setup:.1f} s; "
+        f"whole `memcontrol search` call {wall:.1f} s, of which training {100 * total_train / wall:.1f}% "
+        f"(outside training {100 * (1 - total_train / wall):.1f}% with setup and results over {len(records)} trials)"
+    )
     print(f"goal <= {100 * GOAL:.0f}% of trial wall time outside training: {'met' if share <= GOAL else 'NOT met'}")
     print(f"trial_time_outside_training: {100 * share:.1f}%")
 

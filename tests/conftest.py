@@ -54,7 +54,13 @@ def write_imagefolder(root, n=12, classes=("circle", "square", "triangle")):
     for i in range(n):
         name = f"images/{i:03d}.png"
         Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / name)
-        rows.append({"file_name": name, "text": f"a large bright {classes[i % len(classes)]} top left", "subject_id": f"p{i // 2}"})
+        rows.append(
+            {
+                "file_name": name,
+                "text": f"a large bright {classes[i % len(classes)]} top left",
+                "subject_id": f"p{i // 2}",
+            }
+        )
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -81,14 +87,34 @@ def tiny_search_config(tiny_model_dir, tiny_data_dir, tmp_path):
     import yaml
 
     path = tmp_path / "tiny-search.yaml"
-    path.write_text(yaml.safe_dump({
-        "pretrained_model_name_or_path": str(tiny_model_dir), "train_data_dir": str(tiny_data_dir), "device": "cpu",
-        "validation_fraction": 0.2, "test_fraction": 0.2, "dmem_size": 2, "dmem_repeats": 3,
-        "method": "svdiff", "train_batch_size": 4, "max_train_steps": 2, "lr_warmup_steps": 0,
-        "num_inference_steps": 2, "guidance_scale": 1.5, "sample_batch_size": 16,
-        "feature_extractor": "pixels", "extraction_samples": 3, "extraction_min_group": 2,
-        "n_trials": 3, "population_size": 2, "proxy_fraction": 0.5, "heartbeat_interval": 1, "grace_period": 2,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "pretrained_model_name_or_path": str(tiny_model_dir),
+                "train_data_dir": str(tiny_data_dir),
+                "device": "cpu",
+                "validation_fraction": 0.2,
+                "test_fraction": 0.2,
+                "dmem_size": 2,
+                "dmem_repeats": 3,
+                "method": "svdiff",
+                "train_batch_size": 4,
+                "max_train_steps": 2,
+                "lr_warmup_steps": 0,
+                "num_inference_steps": 2,
+                "guidance_scale": 1.5,
+                "sample_batch_size": 16,
+                "feature_extractor": "pixels",
+                "extraction_samples": 3,
+                "extraction_min_group": 2,
+                "n_trials": 3,
+                "population_size": 2,
+                "proxy_fraction": 0.5,
+                "heartbeat_interval": 1,
+                "grace_period": 2,
+            }
+        )
+    )
     return path
 
 

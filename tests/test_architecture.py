@@ -15,9 +15,24 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "memcontrol"
 # Lowest first: a module may import from its own layer and the ones before it, never from a later one.
 LAYERS = (
-    "memcontrol", "errors", "io", "registry", "config",  # the root package's version, and what everything uses
-    "data", "models", "runtime", "peft", "mitigations", "sampling", "scenario", "train", "metrics", "pretrain",
-    "search", "pipeline", "benchmark",
+    "memcontrol",
+    "errors",
+    "io",
+    "registry",
+    "config",  # the root package's version, and what everything uses
+    "data",
+    "models",
+    "runtime",
+    "peft",
+    "mitigations",
+    "sampling",
+    "scenario",
+    "train",
+    "metrics",
+    "pretrain",
+    "search",
+    "pipeline",
+    "benchmark",
     "cli",  # the commands: flags -> configs -> a library call -> what is printed
 )
 CLI = f"{PACKAGE}.cli"
@@ -159,6 +174,7 @@ def test_the_checks_find_each_kind_of_violation(violating_package):
     graph = import_graph(violating_package)
     assert cycles(graph) == [["memcontrol.data.a", "memcontrol.data.b"]]
     assert upward_imports(graph, ("memcontrol", "data", "train", "cli")) == [
-        "memcontrol.data.b -> memcontrol.train.run", "memcontrol.train.run -> memcontrol.cli.train",
+        "memcontrol.data.b -> memcontrol.train.run",
+        "memcontrol.train.run -> memcontrol.cli.train",
     ]
     assert command_module_imports(graph) == ["memcontrol.train.run -> memcontrol.cli.train"]

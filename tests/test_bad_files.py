@@ -10,8 +10,20 @@ import pytest
 
 from memcontrol.cli import main
 
-FAST_TRAIN = ["--max_train_steps", "1", "--train_batch_size", "2", "--num_inference_steps", "2",
-              "--validation_fraction", "0.2", "--test_fraction", "0.2", "--device", "cpu"]
+FAST_TRAIN = [
+    "--max_train_steps",
+    "1",
+    "--train_batch_size",
+    "2",
+    "--num_inference_steps",
+    "2",
+    "--validation_fraction",
+    "0.2",
+    "--test_fraction",
+    "0.2",
+    "--device",
+    "cpu",
+]
 
 
 def _run(capsys, *argv):
@@ -21,12 +33,23 @@ def _run(capsys, *argv):
 
 
 def _train(capsys, model_dir, data_dir, out, *extra):
-    return _run(capsys, "train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-                "--output_dir", str(out), *FAST_TRAIN, *extra)
+    return _run(
+        capsys,
+        "train",
+        "--pretrained_model_name_or_path",
+        str(model_dir),
+        "--train_data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(out),
+        *FAST_TRAIN,
+        *extra,
+    )
 
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims ``width`` x ``height`` grayscale pixels and holds none: 45 bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -73,20 +96,55 @@ def svdiff_model_dir(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
 def test_truncated_trained_weights_are_named(capsys, svdiff_model_dir, tmp_path):
     weights = svdiff_model_dir / "trained.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    code, message = _run(capsys, "generate", "--model_dir", str(svdiff_model_dir), "--prompt", "a circle",
-                         "--num_images", "1", "--device", "cpu", "--output_dir", str(tmp_path / "images"))
+    code, message = _run(
+        capsys,
+        "generate",
+        "--model_dir",
+        str(svdiff_model_dir),
+        "--prompt",
+        "a circle",
+        "--num_images",
+        "1",
+        "--device",
+        "cpu",
+        "--output_dir",
+        str(tmp_path / "images"),
+    )
     assert code == 2 and message.startswith(f"memcontrol generate: error: {weights}: not a complete safetensors file")
     assert not list((tmp_path / "images").glob("*.png"))
 
 
 def test_reloading_an_svdiff_model_shows_its_svds(capsys, svdiff_model_dir, tmp_path):
-    code = main(["generate", "--model_dir", str(svdiff_model_dir), "--prompt", "a circle", "--num_images", "1",
-                 "--num_inference_steps", "2", "--device", "cpu", "--output_dir", str(tmp_path / "images")])
+    code = main(
+        [
+            "generate",
+            "--model_dir",
+            str(svdiff_model_dir),
+            "--prompt",
+            "a circle",
+            "--num_images",
+            "1",
+            "--num_inference_steps",
+            "2",
+            "--device",
+            "cpu",
+            "--output_dir",
+            str(tmp_path / "images"),
+        ]
+    )
     assert code == 0 and "svdiff: SVD of weights" in capsys.readouterr().err
 
 
 def test_audit_of_a_missing_model_names_model_dir(capsys, tmp_path):
-    code, message = _run(capsys, "audit", "--model_dir", str(tmp_path / "nowhere"), "--device", "cpu",
-                         "--output_dir", str(tmp_path / "audit"))
+    code, message = _run(
+        capsys,
+        "audit",
+        "--model_dir",
+        str(tmp_path / "nowhere"),
+        "--device",
+        "cpu",
+        "--output_dir",
+        str(tmp_path / "audit"),
+    )
     assert code == 2
     assert message.startswith(f"memcontrol audit: error: --model_dir {tmp_path / 'nowhere'}: expected a diffusers")

@@ -79,9 +79,15 @@ def test_dmem_flags_the_duplicated_prompts(fine_tuned, base, data, settings):
     assert {len(e.text.split()) for e in [*data.dmem, *controls]} == {len(data.dmem[0].text.split())}
 
     def score(pipe, examples):
-        return dmem_scores(pipe, examples, resolution=RESOLUTION, samples_per_prompt=4, progress=False, **settings).mean()
+        return dmem_scores(
+            pipe, examples, resolution=RESOLUTION, samples_per_prompt=4, progress=False, **settings
+        ).mean()
 
-    tuned_dmem, tuned_controls, base_dmem = score(fine_tuned, data.dmem), score(fine_tuned, controls), score(base, data.dmem)
+    tuned_dmem, tuned_controls, base_dmem = (
+        score(fine_tuned, data.dmem),
+        score(fine_tuned, controls),
+        score(base, data.dmem),
+    )
     # Measured: 1.83 against 1.43-1.55 (controls) and 1.61 (base). In a model this small the signal is
     # modest, since unseen codes of a memorised class also bring up its image (feasibility notes).
     assert tuned_dmem > tuned_controls and tuned_dmem > base_dmem, (tuned_dmem, tuned_controls, base_dmem)

@@ -19,13 +19,30 @@ def _run(capsys, *argv):
 
 def _fast(model_dir, data_dir, out):
     return [
-        "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-        "--output_dir", str(out), "--max_train_steps", "2", "--train_batch_size", "2",
-        "--num_inference_steps", "2", "--validation_fraction", "0.2", "--test_fraction", "0.2", "--device", "cpu",
+        "--pretrained_model_name_or_path",
+        str(model_dir),
+        "--train_data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "2",
+        "--train_batch_size",
+        "2",
+        "--num_inference_steps",
+        "2",
+        "--validation_fraction",
+        "0.2",
+        "--test_fraction",
+        "0.2",
+        "--device",
+        "cpu",
     ]
 
 
-def test_train_with_a_diffusers_folder_writes_weights_manifest_and_grid(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
+def test_train_with_a_diffusers_folder_writes_weights_manifest_and_grid(
+    capsys, tiny_model_dir, tiny_data_dir, tmp_path
+):
     code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"))
     assert code == 0, err
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -50,8 +67,18 @@ def test_yaml_config_is_read_and_flags_win(capsys, tiny_model_dir, tiny_data_dir
 
 def test_generate_from_a_trained_model_is_reproducible(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
     assert _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "model"))[0] == 0
-    common = ["--model_dir", str(tmp_path / "model"), "--prompt", "a large bright circle top left",
-              "--num_images", "2", "--num_inference_steps", "2", "--device", "cpu"]
+    common = [
+        "--model_dir",
+        str(tmp_path / "model"),
+        "--prompt",
+        "a large bright circle top left",
+        "--num_images",
+        "2",
+        "--num_inference_steps",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert _run(capsys, "generate", *common, "--output_dir", str(tmp_path / "a"))[0] == 0
     assert _run(capsys, "generate", *common, "--output_dir", str(tmp_path / "b"))[0] == 0
     for name in ("0000.png", "0001.png", "grid.png"):
@@ -72,14 +99,26 @@ BAD_INPUTS = {
     "data folder missing": (lambda d, m, t: ["--train_data_dir", str(t / "nowhere")], "nowhere"),
     "image unreadable": (lambda d, m, t: _write(d / "images" / "000.png", b"not a png"), "000.png"),
     "no caption column": (lambda d, m, t: _bad_metadata(d, '{"file_name": "images/000.png"}\n'), "text"),
-    "file does not exist": (lambda d, m, t: _bad_metadata(d, '{"file_name": "images/gone.png", "text": "a"}\n'), "gone.png"),
+    "file does not exist": (
+        lambda d, m, t: _bad_metadata(d, '{"file_name": "images/gone.png", "text": "a"}\n'),
+        "gone.png",
+    ),
     "empty dataset": (lambda d, m, t: _bad_metadata(d, ""), "metadata.jsonl"),
     "model path missing": (lambda d, m, t: ["--pretrained_model_name_or_path", str(t / "no-model")], "no-model"),
-    "model not diffusers": (lambda d, m, t: (t / "plain").mkdir() or ["--pretrained_model_name_or_path", str(t / "plain")], "model_index.json"),
+    "model not diffusers": (
+        lambda d, m, t: (t / "plain").mkdir() or ["--pretrained_model_name_or_path", str(t / "plain")],
+        "model_index.json",
+    ),
     "unknown method": (lambda d, m, t: ["--method", "magic"], "magic"),
     "bad mask": (lambda d, m, t: ["--mask", "10x1"], "--mask"),
-    "bad YAML": (lambda d, m, t: _write(t / "bad.yaml", "learning_rate: [1,\n", "--config", str(t / "bad.yaml")), "bad.yaml"),
-    "unknown YAML key": (lambda d, m, t: _write(t / "k.yaml", "learning_rat: 1\n", "--config", str(t / "k.yaml")), "learning_rat"),
+    "bad YAML": (
+        lambda d, m, t: _write(t / "bad.yaml", "learning_rate: [1,\n", "--config", str(t / "bad.yaml")),
+        "bad.yaml",
+    ),
+    "unknown YAML key": (
+        lambda d, m, t: _write(t / "k.yaml", "learning_rat: 1\n", "--config", str(t / "k.yaml")),
+        "learning_rat",
+    ),
     "wrong YAML type": (lambda d, m, t: _write(t / "w.yaml", "seed: many\n", "--config", str(t / "w.yaml")), "seed"),
 }
 
@@ -114,6 +153,8 @@ def test_output_dir_that_is_a_file(capsys, tiny_model_dir, tiny_data_dir, tmp_pa
 
 
 def test_mixed_precision_bf16_trains_and_samples(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
-    code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--mixed_precision", "bf16")
+    code, err = _run(
+        capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--mixed_precision", "bf16"
+    )
     assert code == 0, err
     assert (tmp_path / "out" / "samples" / "grid.png").is_file()

@@ -25,10 +25,13 @@ def test_help_says_what_the_tool_does_and_names_its_commands(capsys):
         assert f"\n    {command} " in text
 
 
-@pytest.mark.parametrize("family, registry, base", [
-    ("mitigations (--mitigation)", MITIGATIONS, Mitigation),
-    ("PEFT methods (--method)", METHODS, PeftMethod),
-])
+@pytest.mark.parametrize(
+    "family, registry, base",
+    [
+        ("mitigations (--mitigation)", MITIGATIONS, Mitigation),
+        ("PEFT methods (--method)", METHODS, PeftMethod),
+    ],
+)
 def test_a_newly_registered_plugin_is_listed_in_help(capsys, monkeypatch, family, registry, base):
     monkeypatch.setattr(registry, "_classes", dict(registry._classes))  # the registration ends with the test
     before = _help(capsys)

@@ -69,7 +69,9 @@ def _plugin_config_classes() -> list[type]:
 def test_every_numeric_option_declares_its_bounds():
     """A new count or rate must say what it accepts (``min``, ``above`` or ``max`` in its ``opt``)."""
     numeric = [
-        (cls, f) for cls in _config_classes() + _plugin_config_classes() for f in dataclasses.fields(cls)
+        (cls, f)
+        for cls in _config_classes() + _plugin_config_classes()
+        for f in dataclasses.fields(cls)
         if _base_type(typing.get_type_hints(cls)[f.name]) in (int, float)
     ]
     assert len(numeric) > 50

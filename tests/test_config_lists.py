@@ -30,30 +30,55 @@ def _search(config_text: str | None = None, tmp_path=None, **flags) -> SearchCon
 def test_a_list_option_reads_a_flag_a_yaml_list_or_yaml_text_alike_and_drops_repeats(tmp_path):
     assert _search(objectives="fid, dmem_mean,,fid").objectives == ["fid", "dmem_mean"]
     assert _search("objectives: [fid, amd, fid]\n", tmp_path).objectives == ["fid", "amd"]
-    assert _search("objectives: fid,amd  # as presets and earlier releases wrote it\n", tmp_path).objectives == ["fid", "amd"]
+    assert _search("objectives: fid,amd  # as presets and earlier releases wrote it\n", tmp_path).objectives == [
+        "fid",
+        "amd",
+    ]
     assert _search("baselines:\n", tmp_path).baselines == []
     (grid,) = build((BenchmarkConfig,), argparse.Namespace(seeds="2,0,2"))
     assert grid.seeds == [2, 0]
     assert SearchConfig().objectives == ["dmem_mean", "fid"] and SearchConfig().baselines == []
 
 
-@pytest.mark.parametrize("argv, error", [
-    (["search", "--objectives", "fid,sharpness"], "--objectives: expected one of alignment, amd, clip_score, dmem_max, "
-                                                   "dmem_mean, extracted, fid, got 'sharpness'"),
-    (["search", "--objectives", "fid,fid"], "--objectives: expected at least 2 distinct values, comma-separated, got 1"),
-    (["search", "--global_methods", "svdiff,magic"], "--global_methods: expected one of"),
-    (["search", "--baselines", "full@nan"], "--baselines: expected a finite learning rate of at least 0 after the @, got 'full@nan'"),
-    (["search", "--baselines", "svdiff,full@-1"], "--baselines: expected a finite learning rate of at least 0 after the @"),
-    (["search", "--baselines", "nosuch@1e-3"], "--baselines: expected one of attention, difffit, freeze, full, lora, svdiff, "
-                                                "got 'nosuch@1e-3'"),
-    (["search", "--baselines", "full@fast"], "--baselines: expected METHOD or METHOD@LEARNING_RATE, e.g. full@5e-4, got 'full@fast'"),
-    (["benchmark", "--methods", "full@nan"], "--methods: expected a finite learning rate"),
-    (["benchmark", "--methods", "memcontrol,nosuch@1e-3"], "--methods: expected one of attention, difffit, freeze, full, lora, "
-                                                             "svdiff, memcontrol, got 'nosuch@1e-3'"),
-    (["benchmark", "--mitigations", "none,forget"], "--mitigations: expected one of"),
-    (["benchmark", "--seeds", "0,-1"], "--seeds: expected at least 0, got -1"),
-    (["benchmark", "--seeds", "0,one"], "--seeds: expected int values, got 'one'"),
-])
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (
+            ["search", "--objectives", "fid,sharpness"],
+            "--objectives: expected one of alignment, amd, clip_score, dmem_max, "
+            "dmem_mean, extracted, fid, got 'sharpness'",
+        ),
+        (
+            ["search", "--objectives", "fid,fid"],
+            "--objectives: expected at least 2 distinct values, comma-separated, got 1",
+        ),
+        (["search", "--global_methods", "svdiff,magic"], "--global_methods: expected one of"),
+        (
+            ["search", "--baselines", "full@nan"],
+            "--baselines: expected a finite learning rate of at least 0 after the @, got 'full@nan'",
+        ),
+        (
+            ["search", "--baselines", "svdiff,full@-1"],
+            "--baselines: expected a finite learning rate of at least 0 after the @",
+        ),
+        (
+            ["search", "--baselines", "nosuch@1e-3"],
+            "--baselines: expected one of attention, difffit, freeze, full, lora, svdiff, got 'nosuch@1e-3'",
+        ),
+        (
+            ["search", "--baselines", "full@fast"],
+            "--baselines: expected METHOD or METHOD@LEARNING_RATE, e.g. full@5e-4, got 'full@fast'",
+        ),
+        (["benchmark", "--methods", "full@nan"], "--methods: expected a finite learning rate"),
+        (
+            ["benchmark", "--methods", "memcontrol,nosuch@1e-3"],
+            "--methods: expected one of attention, difffit, freeze, full, lora, svdiff, memcontrol, got 'nosuch@1e-3'",
+        ),
+        (["benchmark", "--mitigations", "none,forget"], "--mitigations: expected one of"),
+        (["benchmark", "--seeds", "0,-1"], "--seeds: expected at least 0, got -1"),
+        (["benchmark", "--seeds", "0,one"], "--seeds: expected int values, got 'one'"),
+    ],
+)
 def test_a_bad_list_item_is_one_line_naming_the_option(argv, error, capsys, tmp_path):
     assert main([*argv, "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
@@ -79,8 +104,12 @@ def test_method_at_rate_is_parsed_once_into_its_parts_and_keeps_its_text():
 
 def test_list_options_recorded_as_text_by_earlier_releases_still_match():
     current = json.loads(json.dumps(RunConfig.from_args(argparse.Namespace(baselines="full@5.0e-4")).options()))
-    old = {**current, "search.objectives": "dmem_mean, fid", "search.global_methods": "svdiff,difffit,attention",
-           "search.baselines": "full@5.0e-4"}
+    old = {
+        **current,
+        "search.objectives": "dmem_mean, fid",
+        "search.global_methods": "svdiff,difffit,attention",
+        "search.baselines": "full@5.0e-4",
+    }
     assert changed_option(old, current, {}) is None
     assert changed_option({**old, "search.objectives": "fid,amd"}, current, {}) == "search.objectives"
 

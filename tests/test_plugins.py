@@ -21,7 +21,7 @@ from memcontrol.peft.base import METHODS
 from memcontrol.registry import Registry
 
 # A new mitigation and a new PEFT method, each with one option, as a user would write them in a file of their own.
-PLUGIN_FILE = '''
+PLUGIN_FILE = """
 import dataclasses
 
 from torch import nn
@@ -54,7 +54,7 @@ class BiasTuning(PeftMethod):
 
     def adapt(self, unet: nn.Module, on) -> list[nn.Parameter]:
         return [p for path, p in unet.named_parameters() if path.endswith(".bias") and on(path)]
-'''
+"""
 
 
 @pytest.fixture
@@ -86,16 +86,23 @@ def test_a_plugin_file_is_listed_in_help_with_its_options_under_its_name(plugin_
 
 def test_a_plugin_files_options_are_yaml_keys_and_flags_with_its_bounds(plugin_file, capsys, tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"method": "bias_tuning", "bias_learning_rate": 0.01, "mitigation": "caption_shuffle",
-                                      "shuffle_share": 0.5}))
+    config.write_text(
+        yaml.safe_dump(
+            {"method": "bias_tuning", "bias_learning_rate": 0.01, "mitigation": "caption_shuffle", "shuffle_share": 0.5}
+        )
+    )
     train = build((TrainConfig,), argparse.Namespace(config=str(config)))[0]
     assert get_mitigation(train.mitigation, train.plugin_options).options.shuffle_share == 0.5
     assert get_method(train.method, train.plugin_options).options.bias_learning_rate == 0.01
     assert {"shuffle_share": 0.5, "bias_learning_rate": 0.01}.items() <= as_dict(train).items()  # what a run records
 
-    code, text, _ = _out(capsys, "sites", "--architecture", "tiny", "--method", "bias_tuning", "--bias_learning_rate", "0.1")
+    code, text, _ = _out(
+        capsys, "sites", "--architecture", "tiny", "--method", "bias_tuning", "--bias_learning_rate", "0.1"
+    )
     assert code == 0 and "trainable" in text
-    code, _, err = _out(capsys, "train", "--mitigation", "caption_shuffle", "--shuffle_share", "2", "--output_dir", str(tmp_path))
+    code, _, err = _out(
+        capsys, "train", "--mitigation", "caption_shuffle", "--shuffle_share", "2", "--output_dir", str(tmp_path)
+    )
     assert code == 2 and err == "memcontrol train: error: --shuffle_share: expected at most 1, got 2.0"
 
 
@@ -111,7 +118,9 @@ def test_a_plugin_file_joins_the_benchmark_grid(plugin_file):
 
 def _plugin(base: type, config_base: type, name: str, **fields) -> type:
     """A plug-in class ``name`` whose options dataclass has ``fields`` (name: (type, field))."""
-    config = dataclasses.make_dataclass(f"{name}Config", [(k, *v) for k, v in fields.items()], bases=(config_base,), frozen=True)
+    config = dataclasses.make_dataclass(
+        f"{name}Config", [(k, *v) for k, v in fields.items()], bases=(config_base,), frozen=True
+    )
     return type(name, (base,), {"name": name, "config_class": config})
 
 
@@ -122,8 +131,10 @@ def test_two_plugins_may_share_an_option_only_with_one_meaning(monkeypatch):
     same = dataclasses.field(default=rwa_words.default, metadata=rwa_words.metadata)
     MITIGATIONS.register(_plugin(Mitigation, MitigationConfig, "same_words", rwa_words=(int, same)))
     assert "same_words" in MITIGATIONS.names()
-    for other in (dataclasses.field(default=5, metadata=rwa_words.metadata),
-                  dataclasses.field(default=2, metadata={"help": "how many words to remove"})):
+    for other in (
+        dataclasses.field(default=5, metadata=rwa_words.metadata),
+        dataclasses.field(default=2, metadata={"help": "how many words to remove"}),
+    ):
         with pytest.raises(ValueError, match="--rwa_words is already declared"):
             MITIGATIONS.register(_plugin(Mitigation, MitigationConfig, "fewer_words", rwa_words=(int, other)))
     with pytest.raises(ValueError, match="--rwa_words is already declared"):
@@ -143,8 +154,19 @@ def test_runs_record_the_option_names_they_recorded_before_plugins_owned_them():
     """Old manifests, checkpoints and studies name the plug-ins' options flat in TrainConfig's section: still so."""
     from memcontrol.search import RunConfig
 
-    moved = ("layout", "train_outside_sites", "lora_rank", "norm_learning_rate", "rwa_probability", "rwa_words", "rwa_fixed",
-             "threshold", "threshold_quantile", "embedding_noise_sigma", "caption_variants")
+    moved = (
+        "layout",
+        "train_outside_sites",
+        "lora_rank",
+        "norm_learning_rate",
+        "rwa_probability",
+        "rwa_words",
+        "rwa_fixed",
+        "threshold",
+        "threshold_quantile",
+        "embedding_noise_sigma",
+        "caption_variants",
+    )
     recorded = RunConfig.with_defaults().options()
     assert {f"train.{name}" for name in moved} <= recorded.keys() and "train.plugin_options" not in recorded
     assert set(moved) <= as_dict(TrainConfig()).keys()

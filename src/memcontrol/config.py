@@ -12,7 +12,6 @@ import dataclasses
 import math
 import types
 import typing
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ def opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
-
 class MethodRate(str):
     """``METHOD`` or ``METHOD@LEARNING_RATE`` (``--baselines``, the benchmark's ``--methods``): the text as given, which
     names its folders and rows, and its parts; ``learning_rate`` None: at ``--learning_rate``."""
@@ -65,52 +63,81 @@ class ModelConfig:
     pretrained_model_name_or_path: str | None = opt(
         None, "local diffusers Stable Diffusion folder; default: the built-in base model"
     )
-    mixed_precision: str = opt("no", "no, fp16 or bf16 (autocast; trainable weights stay fp32)", choices=("no", "fp16", "bf16"))
-    device: str = opt("auto", "auto (the accelerator if there is one; CUDA_VISIBLE_DEVICES picks which) or cpu", choices=("auto", "cpu"))
-    allow_tf32: bool = opt(False, "TF32 for float32 matmuls on Ampere and newer GPUs: faster, slightly less precise (diffusers' --allow_tf32)")
+    mixed_precision: str = opt(
+        "no", "no, fp16 or bf16 (autocast; trainable weights stay fp32)", choices=("no", "fp16", "bf16")
+    )
+    device: str = opt(
+        "auto",
+        "auto (the accelerator if there is one; CUDA_VISIBLE_DEVICES picks which) or cpu",
+        choices=("auto", "cpu"),
+    )
+    allow_tf32: bool = opt(
+        False,
+        "TF32 for float32 matmuls on Ampere and newer GPUs: faster, slightly less precise (diffusers' --allow_tf32)",
+    )
 
 
 @dataclass
 class DataConfig:
     train_data_dir: str | None = opt(
-        None, "imagefolder with metadata.jsonl/csv (file_name, text[, subject_id, split]); builtin:NAME for a built-in set; default: builtin:digits"
+        None,
+        "imagefolder with metadata.jsonl/csv (file_name, text[, subject_id, split]); builtin:NAME for a built-in set; default: builtin:digits",
     )
     resolution: int | None = opt(None, "image side in pixels; default: the model's native size", min=1)
     validation_fraction: float = opt(0.1, "share of subjects held out for validation", min=0, max=1)
     test_fraction: float = opt(0.1, "share of subjects held out for testing", min=0, max=1)
     split_seed: int = opt(0, "seed of the subject-level split", min=0)
     max_train_samples: int | None = opt(
-        None, "use at most this many distinct training images (D_mem kept); default: 400 on built-in data, all on yours", min=1
+        None,
+        "use at most this many distinct training images (D_mem kept); default: 400 on built-in data, all on yours",
+        min=1,
     )
     dmem_size: int | None = opt(
-        None, "image-caption pairs duplicated into the memorization set D_mem; default: 10 on built-in data, 0 on yours", min=0
+        None,
+        "image-caption pairs duplicated into the memorization set D_mem; default: 10 on built-in data, 0 on yours",
+        min=0,
     )
     dmem_repeats: int = opt(50, "times each D_mem pair appears in the training set", min=1)
-    dmem_rule: str = opt("most_tokens", "how D_mem pairs are chosen", choices=("most_tokens", "random", "most_frequent_caption"))
+    dmem_rule: str = opt(
+        "most_tokens", "how D_mem pairs are chosen", choices=("most_tokens", "random", "most_frequent_caption")
+    )
     dataloader_num_workers: int = opt(0, "processes reading images while latents are cached", min=0)
 
 
 @dataclass
 class TrainConfig:
     method: str = opt(
-        "full", "fine-tuning method (see `memcontrol sites`); all: those of --global_methods (search and run)",
-        registry="method", also=("all",),
+        "full",
+        "fine-tuning method (see `memcontrol sites`); all: those of --global_methods (search and run)",
+        registry="method",
+        also=("all",),
     )
     mask: str | None = opt(
-        None, "one 0/1 bit per site of the method, e.g. 1011001, or the best_mask.json of a search (of --method; "
-        "its learning rate too unless --learning_rate is given); default: all on"
+        None,
+        "one 0/1 bit per site of the method, e.g. 1011001, or the best_mask.json of a search (of --method; "
+        "its learning rate too unless --learning_rate is given); default: all on",
     )
-    train_batch_size: int = opt(32, "samples per device in each forward pass (a step: this x accumulation x processes)", min=1)
+    train_batch_size: int = opt(
+        32, "samples per device in each forward pass (a step: this x accumulation x processes)", min=1
+    )
     gradient_accumulation_steps: int = opt(
-        1, "forward passes whose gradients make one optimisation step (diffusers' flag): a larger batch, same memory", min=1
+        1,
+        "forward passes whose gradients make one optimisation step (diffusers' flag): a larger batch, same memory",
+        min=1,
     )
-    max_train_steps: int = opt(1000, "optimisation steps (the built-in scenario memorises D_mem in 1,000 full fine-tuning steps)", min=0)
+    max_train_steps: int = opt(
+        1000, "optimisation steps (the built-in scenario memorises D_mem in 1,000 full fine-tuning steps)", min=0
+    )
     learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up", min=0)
-    lr_scheduler: str = opt("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ...")
+    lr_scheduler: str = opt(
+        "constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ..."
+    )
     lr_warmup_steps: int = opt(50, "linear warm-up steps", min=0)
     adam_weight_decay: float = opt(1e-2, "AdamW weight decay", min=0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm", above=0)
-    caption_dropout: float = opt(0.1, "probability that a caption is replaced by the empty one (for guidance)", min=0, max=1)
+    caption_dropout: float = opt(
+        0.1, "probability that a caption is replaced by the empty one (for guidance)", min=0, max=1
+    )
     latent_sampling: str = opt(
         "mean",
         "mean: train on the VAE posterior means; sample: draw from the posterior at each step (diffusers' script). "
@@ -121,13 +148,16 @@ class TrainConfig:
     seed: int = opt(0, "seed of initialisation, batches and noise", min=0)
     mitigation: str = opt("none", "memorization mitigation while training", registry="mitigation")
     checkpointing_steps: int | None = opt(
-        None, "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
-        "`memcontrol run` and benchmark cells resume from the latest by themselves", min=0,
+        None,
+        "save a checkpoint every N steps into OUTPUT_DIR/checkpoints/checkpoint-STEP (0 or unset: none); "
+        "`memcontrol run` and benchmark cells resume from the latest by themselves",
+        min=0,
     )
     checkpoints_total_limit: int | None = opt(None, "keep only the newest N checkpoints; default: all", min=1)
     resume_from_checkpoint: str | None = opt(
-        None, "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
-        "or its folder"
+        None,
+        "continue from a checkpoint: latest (the newest in OUTPUT_DIR/checkpoints; from the start if none) "
+        "or its folder",
     )
     # The options of the methods and mitigations, by flag name: those given (the others are at their defaults).
     # Each plug-in declares its own (memcontrol.registry); they are flags and YAML keys as the fields above are.
@@ -145,65 +175,97 @@ class SampleConfig:
 class SearchConfig:
     """The mask search (stage 1): its objectives, sampler, budget and storage."""
 
-    n_trials: int = opt(20, "finished trials the study is to hold (per method with --method all and union), whoever runs them", min=1)
-    objectives: list[str] = opt(
-        ["dmem_mean", "fid"], "two or more metrics", registry="objective", min_items=2
+    n_trials: int = opt(
+        20, "finished trials the study is to hold (per method with --method all and union), whoever runs them", min=1
     )
-    proxy_fraction: float = opt(0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)", min=0, max=1)
+    objectives: list[str] = opt(["dmem_mean", "fid"], "two or more metrics", registry="objective", min_items=2)
+    proxy_fraction: float = opt(
+        0.01, "share of the training images, besides D_mem, in the search's training set (the paper: 1%)", min=0, max=1
+    )
     trial_train_steps: int | None = opt(None, "optimisation steps of each trial; default: --max_train_steps", min=0)
-    trial_fid_samples: int | None = opt(None, "validation prompts (and real validation images) for each trial's FID; default: --fid_samples", min=2)
+    trial_fid_samples: int | None = opt(
+        None, "validation prompts (and real validation images) for each trial's FID; default: --fid_samples", min=2
+    )
     search_learning_rate: bool = opt(False, "search the learning rate as well, on a log scale (the authors)")
     learning_rate_min: float = opt(1e-5, "lowest learning rate searched", above=0)
     learning_rate_max: float = opt(1e-3, "highest learning rate searched", above=0)
     global_methods: list[str] = opt(
-        ["svdiff", "difffit", "attention"], "the methods --method all searches",
-        registry="method", min_items=1,
+        ["svdiff", "difffit", "attention"],
+        "the methods --method all searches",
+        registry="method",
+        min_items=1,
     )
     global_search: str = opt(
-        "union", "--method all: union of per-method Pareto fronts (the paper), or one study choosing the method", choices=("union", "categorical")
+        "union",
+        "--method all: union of per-method Pareto fronts (the paper), or one study choosing the method",
+        choices=("union", "categorical"),
     )
     sampler: str = opt(
-        "nsga2", "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random",
+        "nsga2",
+        "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random",
         registry="sampler",
     )
     population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
     crossover: str = opt("uniform", "NSGA-II crossover", registry="crossover")
     crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
-    mutation_prob: float | None = opt(None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1)
+    mutation_prob: float | None = opt(
+        None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1
+    )
     startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled", min=0)
-    search_seed: int = opt(0, "seed of the sampler; trial n draws from seed + n, so that workers and resumed runs never propose alike", min=0)
+    search_seed: int = opt(
+        0,
+        "seed of the sampler; trial n draws from seed + n, so that workers and resumed runs never propose alike",
+        min=0,
+    )
     pick_rule: str = opt(
-        "normalized_mean", "choose on the Pareto front by: normalized_mean (default), the mean of the objectives "
+        "normalized_mean",
+        "choose on the Pareto front by: normalized_mean (default), the mean of the objectives "
         "min-max normalised over the trials, as FID (hundreds) beside d_mem (about 1) would decide the raw mean alone; "
         "mean, the paper's mean of the raw values (a maximised objective subtracted); ideal, distance to the ideal "
         "point; chebyshev, the worst objective (both normalised)",
         registry="pick rule",
     )
     baselines: list[MethodRate] = opt(
-        [], "methods also trained with every site on, as trials are, for comparison: METHOD[@LEARNING_RATE],... "
-        "(e.g. full@5e-4,svdiff)", registry="method",
+        [],
+        "methods also trained with every site on, as trials are, for comparison: METHOD[@LEARNING_RATE],... "
+        "(e.g. full@5e-4,svdiff)",
+        registry="method",
     )
     storage: str | None = opt(
-        None, "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir"
+        None,
+        "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir",
     )
     study_name: str = opt("memcontrol", "name of the study in the storage (the method is appended)")
     heartbeat_interval: int = opt(60, "seconds between a running trial's heartbeats", min=1)
-    grace_period: int | None = opt(None, "seconds without a heartbeat after which a trial counts as interrupted; default: 2 heartbeats", min=1)
+    grace_period: int | None = opt(
+        None, "seconds without a heartbeat after which a trial counts as interrupted; default: 2 heartbeats", min=1
+    )
     max_retry: int = opt(1, "times an interrupted trial is run again with the same proposal", min=0)
     strategy: str = opt(
-        "bilevel", "bilevel: each trial fine-tunes one proposed mask (the paper); oneshot: train one weight-sharing supernet on "
+        "bilevel",
+        "bilevel: each trial fine-tunes one proposed mask (the paper); oneshot: train one weight-sharing supernet on "
         "the proxy set, score masks from it without retraining, and confirm its Pareto front with stand-alone trials",
         registry="search strategy",
     )
-    supernet_train_steps: int | None = opt(None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1)
+    supernet_train_steps: int | None = opt(
+        None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1
+    )
     oneshot_masks: int = opt(
-        32, "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
-        "--sampler proposes with the supernet as the objective", min=1,
+        32,
+        "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
+        "--sampler proposes with the supernet as the objective",
+        min=1,
     )
     oneshot_fid_samples: int = opt(8, "oneshot: validation prompts for a mask's FID scored from the supernet", min=2)
-    oneshot_dmem_prompts: int | None = opt(None, "oneshot: D_mem prompts for a mask's d_mem scored from the supernet; default: all", min=1)
-    oneshot_inference_steps: int | None = opt(10, "oneshot: DDIM steps when scoring from the supernet (0 or unset: a trial's)", min=0)
-    oneshot_confirm: int = opt(2, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1)
+    oneshot_dmem_prompts: int | None = opt(
+        None, "oneshot: D_mem prompts for a mask's d_mem scored from the supernet; default: all", min=1
+    )
+    oneshot_inference_steps: int | None = opt(
+        10, "oneshot: DDIM steps when scoring from the supernet (0 or unset: a trial's)", min=0
+    )
+    oneshot_confirm: int = opt(
+        2, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1
+    )
 
 
 def _base_type(annotation: Any) -> type:
@@ -239,7 +301,6 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
                 kwargs["choices"] = choices
             kwargs["help"] = text.replace("%", "%%")  # argparse formats help with %: "1%" must not break --help
             group.add_argument(f"--{f.name}", **kwargs)
-
 
 
 def _flag_groups(classes: tuple[type, ...]) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:

@@ -35,7 +35,9 @@ class Registry(Generic[T]):
         if self.config_base is not None:
             config = cls.config_class
             if not (dataclasses.is_dataclass(config) and issubclass(config, self.config_base)):
-                raise ValueError(f"{self.kind} {cls.name!r}: config_class must be a dataclass extending {self.config_base.__name__}")
+                raise ValueError(
+                    f"{self.kind} {cls.name!r}: config_class must be a dataclass extending {self.config_base.__name__}"
+                )
             _refuse_clashes(f"{self.kind} {cls.name!r}", config)
         self._classes[cls.name] = cls
         return cls
@@ -68,7 +70,9 @@ class Registry(Generic[T]):
         if isinstance(values, self.config_base):
             values = dataclasses.asdict(values)
         elif values is not None and not isinstance(values, Mapping):
-            raise TypeError(f"{self.kind} options: expected an options dataclass or a mapping, got {type(values).__name__}")
+            raise TypeError(
+                f"{self.kind} options: expected an options dataclass or a mapping, got {type(values).__name__}"
+            )
         values = values or {}
         return config(**{f.name: values[f.name] for f in dataclasses.fields(config) if f.name in values})
 
@@ -86,7 +90,11 @@ def option_groups(kinds: Sequence[str] | None = None) -> dict[str, list[Option]]
         named = [(f"{registry.kind} options (every {registry.flag})", registry.config_base)]
         named += [(f"{registry.flag} {name}", config) for name, config in registry.config_classes().items()]
         for title, config in named:
-            own = [f for f in dataclasses.fields(config) if f.name not in seen and (config is registry.config_base or f.name not in shared)]
+            own = [
+                f
+                for f in dataclasses.fields(config)
+                if f.name not in seen and (config is registry.config_base or f.name not in shared)
+            ]
             seen.update(f.name for f in own)
             if own:
                 groups[title] = [(config, f) for f in own]
@@ -102,7 +110,9 @@ def registry_of(kind: str) -> Registry:
     """The registry of plug-ins of ``kind`` ("method", "mitigation" ...); its package must have been imported."""
     found = [r for r in Registry.every if r.kind == kind]
     if not found:
-        raise LookupError(f"no {kind} registry: import the package that defines it (memcontrol.peft, memcontrol.mitigations)")
+        raise LookupError(
+            f"no {kind} registry: import the package that defines it (memcontrol.peft, memcontrol.mitigations)"
+        )
     return found[0]
 
 
@@ -121,7 +131,9 @@ def _refuse_clashes(owner: str, config: type) -> None:
     declared = declared_options()
     for f in dataclasses.fields(config):
         if f.name in declared and _meaning(declared[f.name][1]) != _meaning(f):
-            raise ValueError(f"{owner}: option --{f.name} is already declared, with another meaning, by another plug-in")
+            raise ValueError(
+                f"{owner}: option --{f.name} is already declared, with another meaning, by another plug-in"
+            )
 
 
 def plugin_values(values: Mapping[str, Any], kinds: Sequence[str]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ def min_distinct_distance(images: torch.Tensor) -> float:
     return float(distances.min())
 
 
-def extraction_check(pipe, training: list[Example], dmem: list[Example], resolution: int, *, samples: int = 4, seed: int = 0, **settings) -> dict:
+def extraction_check(
+    pipe, training: list[Example], dmem: list[Example], resolution: int, *, samples: int = 4, seed: int = 0, **settings
+) -> dict:
     """Best of ``samples`` generations per D_mem caption against its own training image, in [0, 1] pixels."""
     distinct = list(dict.fromkeys(training))
     threshold = min_distinct_distance((load_images(distinct, resolution, progress=False) + 1) / 2)

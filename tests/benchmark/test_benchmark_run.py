@@ -17,10 +17,24 @@ from memcontrol.metrics import tile_distances
 
 
 def _benchmark(config, out, *extra):
-    return main([
-        "benchmark", "--config", str(config), "--output_dir", str(out), "--methods", "full,memcontrol",
-        "--mitigations", "none,rwa", "--seeds", "0", "--n_trials", "1", *extra,
-    ])
+    return main(
+        [
+            "benchmark",
+            "--config",
+            str(config),
+            "--output_dir",
+            str(out),
+            "--methods",
+            "full,memcontrol",
+            "--mitigations",
+            "none,rwa",
+            "--seeds",
+            "0",
+            "--n_trials",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def _csv(path):
@@ -33,9 +47,18 @@ def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config,
     assert _benchmark(tiny_search_config, out) == 0
     best = json.loads((out / "search" / "best_mask.json").read_text())
     lines = _csv(out / "table.csv")
-    assert [(r["row"], r["mitigation"]) for r in lines] == [("full", "none"), ("full", "rwa"), ("memcontrol", "none"), ("memcontrol", "rwa")]
+    assert [(r["row"], r["mitigation"]) for r in lines] == [
+        ("full", "none"),
+        ("full", "rwa"),
+        ("memcontrol", "none"),
+        ("memcontrol", "rwa"),
+    ]
     for line in lines:  # the memcontrol row trains the searched method and mask at the searched learning rate
-        trains = (best["method"], best["mask"], best["learning_rate"]) if line["row"] == "memcontrol" else ("full", "1" * 7, 5e-4)
+        trains = (
+            (best["method"], best["mask"], best["learning_rate"])
+            if line["row"] == "memcontrol"
+            else ("full", "1" * 7, 5e-4)
+        )
         assert (line["method"], line["mask"], float(line["learning_rate"])) == trains
         assert line["seeds"] == "0" and float(line["fid_mean"]) > 0 and line["fid_sd"] == ""  # one seed: no spread
         assert 0 < float(line["trainable_percent_mean"]) <= 100 and float(line["wall_seconds_mean"]) > 0
@@ -77,16 +100,42 @@ def test_grid_writes_a_line_per_cell_the_figures_and_resumes(tiny_search_config,
 
 def test_attack_prompts_both_puts_the_train_attack_count_beside_dmem_in_the_table(tiny_search_config, tmp_path):
     out = tmp_path / "benchmark"
-    assert main(["benchmark", "--config", str(tiny_search_config), "--output_dir", str(out), "--methods", "full",
-                 "--mitigations", "none", "--seeds", "0", "--attack_prompts", "both", "--attack_train_prompts", "2"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--config",
+                str(tiny_search_config),
+                "--output_dir",
+                str(out),
+                "--methods",
+                "full",
+                "--mitigations",
+                "none",
+                "--seeds",
+                "0",
+                "--attack_prompts",
+                "both",
+                "--attack_train_prompts",
+                "2",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "cells" / "full-none-seed0" / "evaluation" / "metrics.json").read_text())
     assert metrics["settings"]["attack_prompts"] == "both" and 1 <= metrics["attacked_train"] <= 2
     (line,) = _csv(out / "table.csv")
-    assert float(line["extracted_mean"]) == metrics["extracted"] and float(line["extracted_train_mean"]) == metrics["extracted_train"]
+    assert (
+        float(line["extracted_mean"]) == metrics["extracted"]
+        and float(line["extracted_train_mean"]) == metrics["extracted_train"]
+    )
     (cell,) = _csv(out / "cells.csv")
     assert int(cell["attacked_train"]) == metrics["attacked_train"]
     table = (out / "table.md").read_text()
-    assert "| extracted ↓ | extracted train ↓ |" in table and f"the attack on {metrics['attacked_train']} ordinary" in table
+    assert (
+        "| extracted ↓ | extracted train ↓ |" in table
+        and f"the attack on {metrics['attacked_train']} ordinary" in table
+    )
 
 
 def test_bad_grids_are_one_line_errors_before_any_training(tiny_search_config, tmp_path, capsys):
@@ -106,7 +155,14 @@ def test_bad_grids_are_one_line_errors_before_any_training(tiny_search_config, t
 def test_the_cpu_preset_is_the_default_on_builtin_data_and_its_grid_parses():
     job = BenchmarkRunConfig.from_args(argparse.Namespace(seeds="0,1"))
     assert job.benchmark.seeds == [0, 1]  # a flag still wins
-    assert [m.method for m in job.benchmark.methods] == ["freeze", "full", "svdiff", "difffit", "attention", "memcontrol"]
+    assert [m.method for m in job.benchmark.methods] == [
+        "freeze",
+        "full",
+        "svdiff",
+        "difffit",
+        "attention",
+        "memcontrol",
+    ]
     rows = [make_row(m, job.job.train.learning_rate, None) for m in job.benchmark.methods[:-1]]
     assert [(r.label, r.learning_rate) for r in rows[:2]] == [("freeze", 5e-4), ("full@5.0e-4", 5e-4)]
     assert job.benchmark.mitigations == ["none", "rwa", "threshold"]

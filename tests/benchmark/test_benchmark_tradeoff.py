@@ -10,9 +10,23 @@ from memcontrol.benchmark.table import summarise, write_tables
 def _record(row, mitigation, seed, fid, regenerated, amd):
     """A cell's record as table.cell_record reads it (only what the table and the trade-off use)."""
     return {
-        "row": row, "method": row, "mask": "1111111", "learning_rate": 1e-3, "mitigation": mitigation, "seed": seed,
-        "fid": fid, "amd": amd, "alignment": 0.1, "extracted": 0, "regenerated": regenerated, "dmem_mean": 1.0,
-        "trainable_percent": 1.0, "train_seconds": 1.0, "wall_seconds": 2.0, "test_prompts": 4, "dmem_prompts": 10,
+        "row": row,
+        "method": row,
+        "mask": "1111111",
+        "learning_rate": 1e-3,
+        "mitigation": mitigation,
+        "seed": seed,
+        "fid": fid,
+        "amd": amd,
+        "alignment": 0.1,
+        "extracted": 0,
+        "regenerated": regenerated,
+        "dmem_mean": 1.0,
+        "trainable_percent": 1.0,
+        "train_seconds": 1.0,
+        "wall_seconds": 2.0,
+        "test_prompts": 4,
+        "dmem_prompts": 10,
         "cell": f"{row}-{mitigation}-seed{seed}",
     }
 
@@ -25,8 +39,11 @@ def _record(row, mitigation, seed, fid, regenerated, amd):
 #   freeze none (400, 0, 0.30)  svdiff none regenerates as few at a lower FID; the farthest from D_mem
 #                                -> regenerated: dominated; AMD: on the front
 LINES = [
-    ("full", "none", 60, 10, 0.10), ("full", "rwa", 80, 6, 0.12), ("svdiff", "none", 90, 0, 0.15),
-    ("svdiff", "rwa", 95, 0, 0.14), ("freeze", "none", 400, 0, 0.30),
+    ("full", "none", 60, 10, 0.10),
+    ("full", "rwa", 80, 6, 0.12),
+    ("svdiff", "none", 90, 0, 0.15),
+    ("svdiff", "rwa", 95, 0, 0.14),
+    ("freeze", "none", 400, 0, 0.30),
 ]
 
 
@@ -35,7 +52,8 @@ def _records(seeds=(0, 1)):
     return [
         _record(row, mitigation, seed, fid + d, regenerated + d if regenerated else 0, amd + d / 100)
         for row, mitigation, fid, regenerated, amd in LINES
-        for seed, d in ((0, -1), (1, 1)) if seed in seeds
+        for seed, d in ((0, -1), (1, 1))
+        if seed in seeds
     ]
 
 
@@ -45,12 +63,15 @@ def test_the_tradeoff_files_hold_each_line_with_its_spread_and_front(tmp_path):
         lines = {(line["row"], line["mitigation"]): line for line in csv.DictReader(f)}
     fronts = {key: (line["on_front_regenerated"], line["on_front_amd"]) for key, line in lines.items()}
     assert fronts == {
-        ("full", "none"): ("1", "1"), ("full", "rwa"): ("1", "1"), ("svdiff", "none"): ("1", "1"),
-        ("svdiff", "rwa"): ("0", "0"), ("freeze", "none"): ("0", "1"),
+        ("full", "none"): ("1", "1"),
+        ("full", "rwa"): ("1", "1"),
+        ("svdiff", "none"): ("1", "1"),
+        ("svdiff", "rwa"): ("0", "0"),
+        ("freeze", "none"): ("0", "1"),
     }
     full = lines[("full", "none")]
     assert (float(full["fid_mean"]), float(full["regenerated_mean"])) == (60, 10)
-    assert abs(float(full["fid_sd"]) - 2 ** 0.5) < 1e-9 and abs(float(full["amd_sd"]) - 2 ** 0.5 / 100) < 1e-9
+    assert abs(float(full["fid_sd"]) - 2**0.5) < 1e-9 and abs(float(full["amd_sd"]) - 2**0.5 / 100) < 1e-9
     with Image.open(tmp_path / "tradeoff.png") as figure:
         assert figure.format == "PNG" and figure.width > figure.height  # two panels side by side
     assert "](tradeoff.png)" in (tmp_path / "table.md").read_text()

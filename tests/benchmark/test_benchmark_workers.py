@@ -10,10 +10,23 @@ TIMES = {"train_seconds", "wall_seconds"}  # what two processes on shared cores 
 
 
 def _benchmark(config, out, workers, methods="full,svdiff"):
-    return main([
-        "benchmark", "--config", str(config), "--output_dir", str(out), "--methods", methods,
-        "--mitigations", "none", "--seeds", "0,1", "--workers", str(workers),
-    ])
+    return main(
+        [
+            "benchmark",
+            "--config",
+            str(config),
+            "--output_dir",
+            str(out),
+            "--methods",
+            methods,
+            "--mitigations",
+            "none",
+            "--seeds",
+            "0,1",
+            "--workers",
+            str(workers),
+        ]
+    )
 
 
 def _results(out):

@@ -64,7 +64,10 @@ def test_methods_training_norms_fine_tune_on_channels_last_latents(tiny_model_di
     source = Path(memcontrol.__file__).parents[1]  # this checkout's package, whatever is installed
     done = subprocess.run(
         [sys.executable, "-c", CHANNELS_LAST_FINE_TUNE, str(tiny_model_dir), str(tiny_data_dir)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(source)},
     )
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
     assert [line.split()[:2] for line in done.stdout.splitlines()] == [["svdiff", "2"], ["difffit", "2"]]

@@ -16,10 +16,13 @@ from memcontrol.errors import UserError
 
 
 def test_jsonl_with_optional_columns(tmp_path, write_dataset):
-    root = write_dataset(tmp_path / "ds", [
-        {"file_name": "a.png", "text": " a scan ", "subject_id": 7, "split": "train"},
-        {"file_name": "sub/b.png", "text": "another scan", "split": "test"},
-    ])
+    root = write_dataset(
+        tmp_path / "ds",
+        [
+            {"file_name": "a.png", "text": " a scan ", "subject_id": 7, "split": "train"},
+            {"file_name": "sub/b.png", "text": "another scan", "split": "test"},
+        ],
+    )
     assert load_imagefolder(root) == [
         Example(root / "a.png", "a scan", "7", "train"),
         Example(root / "sub/b.png", "another scan", "sub/b.png", "test"),
@@ -61,7 +64,7 @@ def test_unparsable_jsonl_names_line(tmp_path, write_dataset):
         f.write("{not json\n[1, 2]\n")
     with pytest.raises(UserError, match=r"metadata.jsonl line 2: not valid JSON"):
         load_imagefolder(root)
-    (root / "metadata.jsonl").write_text('[1, 2]\n')
+    (root / "metadata.jsonl").write_text("[1, 2]\n")
     with pytest.raises(UserError, match=r"line 1: expected a JSON object"):
         load_imagefolder(root)
 

@@ -42,9 +42,11 @@ def test_most_frequent_caption():
 
 @pytest.mark.parametrize(
     "size, rule, expected",
-    [(4, "most_tokens", "memorization set size 4: expected an integer from 0 to 3"),
-     (-1, "random", "memorization set size -1"),
-     (1, "longest", "memorization rule 'longest'")],
+    [
+        (4, "most_tokens", "memorization set size 4: expected an integer from 0 to 3"),
+        (-1, "random", "memorization set size -1"),
+        (1, "longest", "memorization rule 'longest'"),
+    ],
 )
 def test_bad_arguments(size, rule, expected):
     with pytest.raises(UserError, match=expected):

@@ -34,4 +34,6 @@ def test_chunking_on_both_sides_gives_the_same_answer():
     whole = nearest_cosine(generated, training)
     chunked = nearest_cosine(generated, training, query_chunk=4, reference_chunk=7)
     assert torch.allclose(whole[0], chunked[0], atol=1e-6) and torch.equal(whole[1], chunked[1])
-    assert amd(generated, training, query_chunk=5, reference_chunk=3) == pytest.approx(amd(generated, training), abs=1e-6)
+    assert amd(generated, training, query_chunk=5, reference_chunk=3) == pytest.approx(
+        amd(generated, training), abs=1e-6
+    )

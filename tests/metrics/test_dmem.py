@@ -2,12 +2,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from memcontrol.errors import UserError
+from memcontrol.data.cache import LatentCache
 from memcontrol.data.imagefolder import load_imagefolder
+from memcontrol.errors import UserError
 from memcontrol.metrics import dmem_scores, dmem_summary, dmem_training_noise, dmem_trajectory
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.sampling import generate
-from memcontrol.data.cache import LatentCache
 
 PROMPTS = ["a large bright circle top left", "", "a small dark square center"]
 FAST = dict(num_inference_steps=3, guidance_scale=1.5, progress=False)
@@ -52,7 +52,9 @@ def test_velocity_models_are_measured_in_noise_units(pipe, prompt_mean_unet, mon
 
 def test_training_noise_known_answer(pipe, prompt_mean_unet):
     latents = LatentCache(torch.zeros(3, 4, 16, 16), torch.ones(3, 4, 16, 16), 1.0)
-    assert torch.allclose(dmem_training_noise(pipe, PROMPTS, latents, progress=False), prompt_mean_unet, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(
+        dmem_training_noise(pipe, PROMPTS, latents, progress=False), prompt_mean_unet, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_trajectory_is_the_one_generate_follows(pipe):
@@ -73,7 +75,9 @@ def test_values_do_not_depend_on_batching_and_vanish_for_the_empty_prompt(pipe):
     alone = dmem_trajectory(pipe, PROMPTS, batch_size=1, samples_per_prompt=2, **FAST)
     assert torch.allclose(together, alone, rtol=1e-4, atol=1e-4)
     assert together[1] < 1e-3 < together[0]
-    assert not torch.allclose(together, dmem_trajectory(pipe, PROMPTS, seed=1, batch_size=3, samples_per_prompt=2, **FAST))
+    assert not torch.allclose(
+        together, dmem_trajectory(pipe, PROMPTS, seed=1, batch_size=3, samples_per_prompt=2, **FAST)
+    )
 
 
 def test_training_noise_mode_reads_the_images(pipe, tiny_data_dir):

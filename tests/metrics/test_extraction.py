@@ -4,7 +4,14 @@ import torch
 from PIL import Image
 
 from memcontrol.data.imagefolder import load_imagefolder, load_images
-from memcontrol.metrics import extraction_attack, find_groups, maximum_clique, run_extraction_attack, save_extraction_grid, tile_distances
+from memcontrol.metrics import (
+    extraction_attack,
+    find_groups,
+    maximum_clique,
+    run_extraction_attack,
+    save_extraction_grid,
+    tile_distances,
+)
 from memcontrol.metrics.extraction import AttackRun, nearest_generations, save_closest
 from memcontrol.models.pipeline import load_pipeline
 from memcontrol.sampling import generate
@@ -30,10 +37,12 @@ def _near_copies(image, n, seed):
 
 def test_planted_near_duplicates_are_extracted():
     originals = _rand(2, 3, 16, 16)
-    generated = torch.stack([
-        torch.cat([_rand(2, 3, 16, 16, seed=1), _near_copies(originals[0], 4, seed=2)]),
-        _rand(6, 3, 16, 16, seed=3),
-    ])
+    generated = torch.stack(
+        [
+            torch.cat([_rand(2, 3, 16, 16, seed=1), _near_copies(originals[0], 4, seed=2)]),
+            _rand(6, 3, 16, 16, seed=3),
+        ]
+    )
     found = extraction_attack(generated, originals, ["memorised", "novel"], threshold=0.15, min_group=3)
     assert len(found) == 1
     (e,) = found
@@ -83,12 +92,18 @@ def test_cliques_are_taken_disjoint_largest_first():
 
 def test_each_prompts_nearest_generation_is_found_extracted_or_not():
     originals = _rand(2, 3, 16, 16)
-    generated = torch.stack([
-        torch.cat([_rand(2, 3, 16, 16, seed=1), _near_copies(originals[0], 1, seed=2)]),  # one copy: no clique, no extraction
-        _rand(3, 3, 16, 16, seed=3),
-    ])
+    generated = torch.stack(
+        [
+            torch.cat(
+                [_rand(2, 3, 16, 16, seed=1), _near_copies(originals[0], 1, seed=2)]
+            ),  # one copy: no clique, no extraction
+            _rand(3, 3, 16, 16, seed=3),
+        ]
+    )
     distances, nearest = nearest_generations(generated, originals)
-    assert nearest[0] == 2 and distances[0] < 0.05 and not extraction_attack(generated, originals, ["a", "b"], min_group=2)
+    assert (
+        nearest[0] == 2 and distances[0] < 0.05 and not extraction_attack(generated, originals, ["a", "b"], min_group=2)
+    )
     assert distances[1] == tile_distances(generated[1], originals[1:2]).min()
 
 
@@ -102,18 +117,32 @@ def test_extraction_grid_is_a_png(tmp_path):
             assert image.format == "PNG" and image.width > 100
 
 
-def test_attack_run_indices_name_the_training_file_and_reproduce_the_generation(tiny_model_dir, tiny_data_dir, tmp_path):
+def test_attack_run_indices_name_the_training_file_and_reproduce_the_generation(
+    tiny_model_dir, tiny_data_dir, tmp_path
+):
     """With a threshold no pair can miss, every prompt is 'extracted': check the bookkeeping across chunks."""
     pipe = load_pipeline(str(tiny_model_dir))
     examples = load_imagefolder(tiny_data_dir)[:3]
     sampling = dict(num_inference_steps=2, guidance_scale=1.5, resolution=16)
     run = run_extraction_attack(
-        pipe, examples + examples[:1], 16, samples_per_prompt=2, min_group=2, threshold=10.0, seed=7, batch_size=2,
-        num_inference_steps=2, guidance_scale=1.5, progress=False,
+        pipe,
+        examples + examples[:1],
+        16,
+        samples_per_prompt=2,
+        min_group=2,
+        threshold=10.0,
+        seed=7,
+        batch_size=2,
+        num_inference_steps=2,
+        guidance_scale=1.5,
+        progress=False,
     )
     assert run.prompts == 3 and [e.training_index for e in run.extractions] == [0, 1, 2]
     for e, (training, generated) in zip(run.extractions, run.pairs):
-        assert e.training_image == str(examples[e.training_index].image_path) and e.prompt == examples[e.training_index].text
+        assert (
+            e.training_image == str(examples[e.training_index].image_path)
+            and e.prompt == examples[e.training_index].text
+        )
         assert 2 * e.training_index <= e.generated_index < 2 * e.training_index + 2
         again = generate(pipe, [e.prompt], seed=7 + e.generated_index, progress=False, **sampling)[0]
         assert torch.allclose(again, generated, atol=1e-5)

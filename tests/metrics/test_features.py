@@ -7,7 +7,13 @@ from safetensors.torch import save_file
 
 from memcontrol.data.imagefolder import load_imagefolder, load_images
 from memcontrol.errors import UserError
-from memcontrol.metrics import features_of_examples, load_domain_encoder, make_extractor, save_domain_encoder, train_domain_encoder
+from memcontrol.metrics import (
+    features_of_examples,
+    load_domain_encoder,
+    make_extractor,
+    save_domain_encoder,
+    train_domain_encoder,
+)
 from memcontrol.metrics.features import XRV_WEIGHTS, PixelFeatures
 
 
@@ -61,7 +67,9 @@ def test_torchxrayvision_needs_its_weights_file_and_then_gives_1024_features(mon
     grey = torch.rand(2, 1, 16, 16).expand(2, 3, 16, 16)  # grey RGB in, one channel scaled to [-1024, 1024] used
     features = extractor(grey)
     assert features.shape == (2, 1024)
-    x = torch.nn.functional.interpolate(grey[:, :1], size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    x = torch.nn.functional.interpolate(
+        grey[:, :1], size=(224, 224), mode="bilinear", antialias=True, align_corners=False
+    )
     assert torch.allclose(features, extractor.model.features((x * 2 - 1) * 1024).mean((2, 3)), atol=1e-3)
 
 
@@ -82,7 +90,9 @@ def _two_classes(n=32):
 
 def test_domain_encoder_learns_classes_and_round_trips_through_safetensors(tmp_path):
     images, labels = _two_classes()
-    model = train_domain_encoder(images, labels, ["dark", "bright"], steps=20, batch_size=16, input_size=16, width=8, progress=False)
+    model = train_domain_encoder(
+        images, labels, ["dark", "bright"], steps=20, batch_size=16, input_size=16, width=8, progress=False
+    )
     assert (model(images).argmax(1) == labels).all()
     path = save_domain_encoder(model, tmp_path / "encoder.safetensors")
     extractor = make_extractor("domain", weights=path)

@@ -60,15 +60,23 @@ def test_multi_caption_picks_among_a_caption_and_its_variants(caption_embeddings
     assert set(chosen[:300]) == {circle, "a big bright circle top left", "a large bright round top left"}
     assert chosen[300:] == [square, ""]  # no variants: its own caption; dropped: stays empty
     assert not torch.equal(multi.embed(run, ids, generator), picked)  # drawn anew at each access
-    assert [run.texts[i] for i in run.caption_ids.tolist()] == [captions.texts[i] for i in captions.caption_ids.tolist()]
+    assert [run.texts[i] for i in run.caption_ids.tolist()] == [
+        captions.texts[i] for i in captions.caption_ids.tolist()
+    ]
 
 
 BAD_VARIANTS = {
     "no file given": (lambda tmp: None, "--mitigation multi_caption needs --caption_variants"),
     "missing file": (lambda tmp: str(tmp / "missing.json"), "no such file"),
     "not JSON": (lambda tmp: _variants(tmp, "{not json"), "not valid JSON"),
-    "not a list": (lambda tmp: _variants(tmp, {"a large bright circle top left": "one"}), "a list of non-empty strings"),
-    "no training caption": (lambda tmp: _variants(tmp, {"an unknown caption": ["x"]}), "none of its captions is a training caption"),
+    "not a list": (
+        lambda tmp: _variants(tmp, {"a large bright circle top left": "one"}),
+        "a list of non-empty strings",
+    ),
+    "no training caption": (
+        lambda tmp: _variants(tmp, {"an unknown caption": ["x"]}),
+        "none of its captions is a training caption",
+    ),
 }
 
 
@@ -76,4 +84,6 @@ BAD_VARIANTS = {
 def test_bad_caption_variants_are_user_errors(caption_embeddings, tmp_path, case):
     path, message = BAD_VARIANTS[case]
     with pytest.raises(UserError, match=message):
-        get_mitigation("multi_caption", MultiCaptionConfig(caption_variants=path(tmp_path))).setup(caption_embeddings(), _gen())
+        get_mitigation("multi_caption", MultiCaptionConfig(caption_variants=path(tmp_path))).setup(
+            caption_embeddings(), _gen()
+        )

@@ -10,11 +10,30 @@ from memcontrol.cli import main
 
 
 def _train(capsys, model_dir, data_dir, out, *extra):
-    code = main([
-        "train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-        "--output_dir", str(out), "--max_train_steps", "3", "--train_batch_size", "4", "--num_inference_steps", "2",
-        "--validation_fraction", "0.2", "--test_fraction", "0.2", "--device", "cpu", *extra,
-    ])
+    code = main(
+        [
+            "train",
+            "--pretrained_model_name_or_path",
+            str(model_dir),
+            "--train_data_dir",
+            str(data_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "3",
+            "--train_batch_size",
+            "4",
+            "--num_inference_steps",
+            "2",
+            "--validation_fraction",
+            "0.2",
+            "--test_fraction",
+            "0.2",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
     return code, capsys.readouterr().err.strip()
 
 
@@ -22,7 +41,10 @@ def _train(capsys, model_dir, data_dir, out, *extra):
     "flags, expected",
     [
         (["--mitigation", "rwa", "--rwa_probability", "0.5"], dict(mitigation="rwa", rwa_probability=0.5, rwa_words=2)),
-        (["--mitigation", "threshold", "--threshold", "0"], dict(mitigation="threshold", threshold=0.0, threshold_quantile=None)),
+        (
+            ["--mitigation", "threshold", "--threshold", "0"],
+            dict(mitigation="threshold", threshold=0.0, threshold_quantile=None),
+        ),
     ],
 )
 def test_train_with_a_mitigation_records_it(capsys, tiny_model_dir, tiny_data_dir, tmp_path, flags, expected):

@@ -64,7 +64,9 @@ def _run(name, values, captions, seed=0):
 
 
 @pytest.mark.parametrize("name", MITIGATIONS_NAMES)
-def test_one_conditioning_per_sample_in_the_plain_shape_and_the_empty_caption_untouched(name, options, caption_embeddings):
+def test_one_conditioning_per_sample_in_the_plain_shape_and_the_empty_caption_untouched(
+    name, options, caption_embeddings
+):
     captions = caption_embeddings()
     run, ids, embeddings, keep = _run(name, options(name), captions)
     assert len(run.caption_ids) == len(captions.caption_ids)  # one caption per training example

@@ -9,8 +9,7 @@ import torch
 from transformers import CLIPTokenizer
 
 from memcontrol.mitigations import get_mitigation
-from memcontrol.mitigations.rwa import RWAConfig
-from memcontrol.mitigations.rwa import add_random_words, vocabulary_words
+from memcontrol.mitigations.rwa import RWAConfig, add_random_words, vocabulary_words
 
 
 def _gen(seed=0):
@@ -77,7 +76,10 @@ def test_rwa_leaves_the_dropped_caption_and_unchosen_ones_cached(caption_embeddi
     assert torch.equal(rwa.embed(captions, ids, _gen()), captions.lookup(ids)) and seen == []
     never = get_mitigation("rwa", RWAConfig(rwa_probability=0.0))
     never.setup(captions, _gen())
-    assert torch.equal(never.embed(captions, captions.caption_ids, _gen()), captions.lookup(captions.caption_ids)) and seen == []
+    assert (
+        torch.equal(never.embed(captions, captions.caption_ids, _gen()), captions.lookup(captions.caption_ids))
+        and seen == []
+    )
 
 
 def test_fixed_rwa_draws_once_per_example_and_then_stays(caption_embeddings):

@@ -7,8 +7,7 @@ import torch
 
 from memcontrol.errors import UserError
 from memcontrol.mitigations import get_mitigation
-from memcontrol.mitigations.threshold import ThresholdConfig
-from memcontrol.mitigations.threshold import below_threshold, conditional_norms
+from memcontrol.mitigations.threshold import ThresholdConfig, below_threshold, conditional_norms
 
 
 def test_a_fixed_threshold_drops_exactly_the_norms_at_or_above_it():
@@ -26,7 +25,10 @@ def test_a_quantile_threshold_follows_each_batch():
 
 @pytest.mark.parametrize(
     "options, message",
-    [(dict(), "either --threshold or --threshold_quantile"), (dict(threshold=1.0, threshold_quantile=0.9), "one of them")],
+    [
+        (dict(), "either --threshold or --threshold_quantile"),
+        (dict(threshold=1.0, threshold_quantile=0.9), "one of them"),
+    ],
 )
 def test_threshold_needs_exactly_one_of_its_two_options(options, message):
     with pytest.raises(UserError, match=message):

@@ -28,8 +28,24 @@ from memcontrol.models.sd15 import write_random_imagefolder, write_random_sd15
 pytestmark = pytest.mark.slow
 
 RESOLUTION = "64"
-TRAIN_FLAGS = ["--resolution", RESOLUTION, "--train_batch_size", "2", "--max_train_steps", "1", "--lr_warmup_steps", "0",
-               "--num_inference_steps", "2", "--validation_fraction", "0.25", "--test_fraction", "0.25", "--device", "cpu"]
+TRAIN_FLAGS = [
+    "--resolution",
+    RESOLUTION,
+    "--train_batch_size",
+    "2",
+    "--max_train_steps",
+    "1",
+    "--lr_warmup_steps",
+    "0",
+    "--num_inference_steps",
+    "2",
+    "--validation_fraction",
+    "0.25",
+    "--test_fraction",
+    "0.25",
+    "--device",
+    "cpu",
+]
 
 
 def memcontrol(*args: str) -> subprocess.CompletedProcess:
@@ -52,8 +68,21 @@ def sd15(tmp_path_factory):
 
 def train(sd15, method: str, output_dir, *flags: str) -> dict:
     model_dir, data_dir = sd15
-    assert_succeeded(memcontrol("train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-                                "--method", method, "--output_dir", str(output_dir), *TRAIN_FLAGS, *flags))
+    assert_succeeded(
+        memcontrol(
+            "train",
+            "--pretrained_model_name_or_path",
+            str(model_dir),
+            "--train_data_dir",
+            str(data_dir),
+            "--method",
+            method,
+            "--output_dir",
+            str(output_dir),
+            *TRAIN_FLAGS,
+            *flags,
+        )
+    )
     manifest = json.loads((output_dir / "manifest.json").read_text())
     assert manifest["method"] == method and manifest["resolution"] == int(RESOLUTION)
     assert (output_dir / "samples" / "grid.png").is_file()
@@ -76,10 +105,15 @@ def parameter_count(weights) -> int:
 
 def test_the_folder_has_sd15s_published_architecture(sd15):
     model_dir = sd15[0]
-    counts = {name: parameter_count(next((model_dir / name).glob("*.safetensors"))) for name in ("unet", "vae", "text_encoder")}
+    counts = {
+        name: parameter_count(next((model_dir / name).glob("*.safetensors")))
+        for name in ("unet", "vae", "text_encoder")
+    }
     assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
     scheduler = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
-    assert scheduler["_class_name"] == "PNDMScheduler" and scheduler["skip_prk_steps"] and scheduler["steps_offset"] == 1
+    assert (
+        scheduler["_class_name"] == "PNDMScheduler" and scheduler["skip_prk_steps"] and scheduler["steps_offset"] == 1
+    )
     assert json.loads((model_dir / "vae" / "config.json").read_text())["scaling_factor"] == 0.18215
     tokenizer = CLIPTokenizer.from_pretrained(model_dir / "tokenizer", local_files_only=True)
     ids = tokenizer(["a chest x-ray"], padding="max_length", max_length=tokenizer.model_max_length).input_ids[0]
@@ -108,18 +142,57 @@ def test_every_method_trains_a_step_of_the_sd15_unet(sd15, method, tmp_path):
 def test_lora_trains_and_its_model_generates(lora_model, tmp_path):
     manifest = json.loads((lora_model / "manifest.json").read_text())
     assert manifest["result"]["steps"] == 1 and math.isfinite(manifest["result"]["final_loss"])
-    assert_succeeded(memcontrol("generate", "--model_dir", str(lora_model), "--prompt", "chest x-ray: mild cardiomegaly",
-                                "--num_images", "2", "--num_inference_steps", "10", "--resolution", RESOLUTION,
-                                "--device", "cpu", "--output_dir", str(tmp_path / "generated")))
+    assert_succeeded(
+        memcontrol(
+            "generate",
+            "--model_dir",
+            str(lora_model),
+            "--prompt",
+            "chest x-ray: mild cardiomegaly",
+            "--num_images",
+            "2",
+            "--num_inference_steps",
+            "10",
+            "--resolution",
+            RESOLUTION,
+            "--device",
+            "cpu",
+            "--output_dir",
+            str(tmp_path / "generated"),
+        )
+    )
     assert len(list((tmp_path / "generated").glob("*.png"))) >= 2
 
 
 @pytest.mark.heavy
 def test_audit_of_the_fine_tuned_sd15(sd15, lora_model, tmp_path):
-    assert_succeeded(memcontrol("audit", "--model_dir", str(lora_model), "--train_data_dir", str(sd15[1]),
-                                "--feature_extractor", "pixels", "--num_inference_steps", "2", "--guidance_scale", "1.5",
-                                "--extraction_samples", "2", "--extraction_min_group", "2", "--audit_prompts", "1",
-                                "--dmem_samples_per_prompt", "1", "--device", "cpu", "--output_dir", str(tmp_path / "audit")))
+    assert_succeeded(
+        memcontrol(
+            "audit",
+            "--model_dir",
+            str(lora_model),
+            "--train_data_dir",
+            str(sd15[1]),
+            "--feature_extractor",
+            "pixels",
+            "--num_inference_steps",
+            "2",
+            "--guidance_scale",
+            "1.5",
+            "--extraction_samples",
+            "2",
+            "--extraction_min_group",
+            "2",
+            "--audit_prompts",
+            "1",
+            "--dmem_samples_per_prompt",
+            "1",
+            "--device",
+            "cpu",
+            "--output_dir",
+            str(tmp_path / "audit"),
+        )
+    )
     metrics = json.loads((tmp_path / "audit" / "metrics.json").read_text())
     assert len(metrics["attacked_prompts"]) == 1 and math.isfinite(metrics["dmem_mean"]) and metrics["dmem_mean"] > 0
 
@@ -127,13 +200,44 @@ def test_audit_of_the_fine_tuned_sd15(sd15, lora_model, tmp_path):
 @pytest.mark.heavy
 def test_two_trial_search_in_the_paper_layout(sd15, tmp_path):
     model_dir, data_dir = sd15
-    assert_succeeded(memcontrol(
-        "search", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-        "--method", "attention", "--layout", "paper", "--n_trials", "2", "--population_size", "2",
-        "--trial_train_steps", "1", "--dmem_size", "2", "--dmem_repeats", "2", "--proxy_fraction", "0.5",
-        "--trial_fid_samples", "2", "--guidance_scale", "1.5", "--dmem_samples_per_prompt", "1",
-        "--feature_extractor", "pixels", "--sample_batch_size", "4", "--output_dir", str(tmp_path / "search"), *TRAIN_FLAGS,
-    ))
+    assert_succeeded(
+        memcontrol(
+            "search",
+            "--pretrained_model_name_or_path",
+            str(model_dir),
+            "--train_data_dir",
+            str(data_dir),
+            "--method",
+            "attention",
+            "--layout",
+            "paper",
+            "--n_trials",
+            "2",
+            "--population_size",
+            "2",
+            "--trial_train_steps",
+            "1",
+            "--dmem_size",
+            "2",
+            "--dmem_repeats",
+            "2",
+            "--proxy_fraction",
+            "0.5",
+            "--trial_fid_samples",
+            "2",
+            "--guidance_scale",
+            "1.5",
+            "--dmem_samples_per_prompt",
+            "1",
+            "--feature_extractor",
+            "pixels",
+            "--sample_batch_size",
+            "4",
+            "--output_dir",
+            str(tmp_path / "search"),
+            *TRAIN_FLAGS,
+        )
+    )
     with (tmp_path / "search" / "trials.csv").open() as f:
         trials = list(csv.DictReader(f))
     assert [t["state"] for t in trials] == ["complete"] * 2

@@ -23,7 +23,11 @@ def tiny_unet():
 def unet_inputs():
     """(noisy latents, timesteps, caption embeddings) for a batch of two."""
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(2, 4, 16, 16, generator=generator), torch.tensor([10, 500]), torch.randn(2, 5, 64, generator=generator)
+    return (
+        torch.randn(2, 4, 16, 16, generator=generator),
+        torch.tensor([10, 500]),
+        torch.randn(2, 5, 64, generator=generator),
+    )
 
 
 @pytest.fixture

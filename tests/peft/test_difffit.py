@@ -17,7 +17,10 @@ def test_gammas_scale_the_residual_branches_and_fold_into_their_last_linear(tiny
     out = block.attn1.to_out[0]
     gamma = out.parametrizations.weight[0].gamma
     assert torch.equal(gamma, torch.ones_like(gamma)) and gamma.requires_grad
-    weight, bias = out.parametrizations.weight.original.detach().clone(), out.parametrizations.bias.original.detach().clone()
+    weight, bias = (
+        out.parametrizations.weight.original.detach().clone(),
+        out.parametrizations.bias.original.detach().clone(),
+    )
     with torch.no_grad():
         gamma.fill_(2.0)
     get_method("difffit").merge(unet)

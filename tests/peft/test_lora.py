@@ -7,8 +7,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from memcontrol.errors import UserError
 from memcontrol.peft import MethodConfig, get_method
-from memcontrol.peft.lora import LoRAConfig
 from memcontrol.peft.accounting import account
+from memcontrol.peft.lora import LoRAConfig
 
 
 def test_adapters_only_in_masked_on_sites(tiny_unet):
@@ -39,4 +39,6 @@ def test_weights_of_another_rank_are_a_clear_error(tiny_unet):
 def test_sd15_counts_scale_with_the_rank(sd15):
     assert account(sd15(), get_method("lora"))["trainable"] == 797_184
     assert account(sd15(), get_method("lora", LoRAConfig(lora_rank=8)))["trainable"] == 2 * 797_184
-    assert account(sd15(), get_method("lora", MethodConfig(layout="paper")))["sites"] == []  # the authors' LoRA has no mask
+    assert (
+        account(sd15(), get_method("lora", MethodConfig(layout="paper")))["sites"] == []
+    )  # the authors' LoRA has no mask

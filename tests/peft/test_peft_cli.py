@@ -22,7 +22,19 @@ def _run(capsys, *argv):
 
 
 def test_sites_json_on_sd15(capsys):
-    out = _run(capsys, "sites", "--architecture", "sd15", "--method", "svdiff", "--layout", "paper", "--mask", "0" * 13, "--json")
+    out = _run(
+        capsys,
+        "sites",
+        "--architecture",
+        "sd15",
+        "--method",
+        "svdiff",
+        "--layout",
+        "paper",
+        "--mask",
+        "0" * 13,
+        "--json",
+    )
     report = json.loads(out)
     assert set(report) == {"sites", "trainable", "total", "fraction"}
     assert (report["trainable"], report["total"]) == (125_486, 859_520_964)
@@ -40,17 +52,38 @@ def test_sites_table_reads_the_yaml_and_the_model_folder(capsys, tiny_model_dir,
 
 def _fast(model_dir, data_dir, out):
     return [
-        "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-        "--output_dir", str(out), "--max_train_steps", "2", "--train_batch_size", "2",
-        "--num_inference_steps", "2", "--validation_fraction", "0.2", "--test_fraction", "0.2", "--device", "cpu",
+        "--pretrained_model_name_or_path",
+        str(model_dir),
+        "--train_data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "2",
+        "--train_batch_size",
+        "2",
+        "--num_inference_steps",
+        "2",
+        "--validation_fraction",
+        "0.2",
+        "--test_fraction",
+        "0.2",
+        "--device",
+        "cpu",
     ]
 
 
 @pytest.mark.parametrize("name", method_names())
 def test_train_with_every_method_and_a_mask(name, capsys, tiny_model_dir, tiny_data_dir, tmp_path):
-    _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--method", name, "--mask", "1010101")
+    _run(
+        capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--method", name, "--mask", "1010101"
+    )
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["method"] == name and manifest["mask"] == "1010101" and manifest["result"]["total_parameters"] == 1_687_652
+    assert (
+        manifest["method"] == name
+        and manifest["mask"] == "1010101"
+        and manifest["result"]["total_parameters"] == 1_687_652
+    )
     pipe, _ = load_trained(tmp_path / "out")
     assert type(pipe.unet) is UNet2DConditionModel
     assert not any(parametrize.is_parametrized(m) for m in pipe.unet.modules())
@@ -58,7 +91,19 @@ def test_train_with_every_method_and_a_mask(name, capsys, tiny_model_dir, tiny_d
 
 def test_train_passes_the_method_options(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
     argv = _fast(tiny_model_dir, tiny_data_dir, tmp_path / "out")
-    _run(capsys, "train", *argv, "--method", "svdiff", "--layout", "paper", "--mask", "10101", "--norm_learning_rate", "1e-4")
+    _run(
+        capsys,
+        "train",
+        *argv,
+        "--method",
+        "svdiff",
+        "--layout",
+        "paper",
+        "--mask",
+        "10101",
+        "--norm_learning_rate",
+        "1e-4",
+    )
     config = json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]
     assert (config["layout"], config["norm_learning_rate"]) == ("paper", 1e-4)
     load_trained(tmp_path / "out")  # rebuilt with the paper layout, else its deltas would not fit

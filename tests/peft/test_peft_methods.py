@@ -105,6 +105,10 @@ def test_trained_weights_of_other_options_are_a_clear_error(tiny_unet):
 
 
 def test_bad_options_are_clear_errors():
-    for config, bad in ((MethodConfig, {"layout": "rows"}), (LoRAConfig, {"lora_rank": 0}), (SVDiffConfig, {"norm_learning_rate": -1.0})):
+    for config, bad in (
+        (MethodConfig, {"layout": "rows"}),
+        (LoRAConfig, {"lora_rank": 0}),
+        (SVDiffConfig, {"norm_learning_rate": -1.0}),
+    ):
         with pytest.raises(UserError, match=f"--{next(iter(bad))}"):
             config(**bad)

@@ -8,14 +8,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from memcontrol.peft import MethodConfig, get_method
-from memcontrol.peft.svdiff import SVDiffConfig
 from memcontrol.peft.accounting import account
-from memcontrol.peft.svdiff import SpectralShift, as_matrix, singular_factors
+from memcontrol.peft.svdiff import SpectralShift, SVDiffConfig, as_matrix, singular_factors
 
 SD15_TOTAL = 859_520_964
 
 
-@pytest.mark.parametrize("layer", [nn.Linear(6, 4), nn.Conv2d(3, 5, 3), nn.GroupNorm(2, 8), nn.LayerNorm(8), nn.Embedding(7, 3)])
+@pytest.mark.parametrize(
+    "layer", [nn.Linear(6, 4), nn.Conv2d(3, 5, 3), nn.GroupNorm(2, 8), nn.LayerNorm(8), nn.Embedding(7, 3)]
+)
 def test_weight_is_u_relu_sigma_plus_delta_vt(layer):
     torch.manual_seed(0)
     with torch.no_grad():
@@ -73,7 +74,9 @@ def test_norm_deltas_take_their_own_learning_rate(tiny_unet):
     unet = tiny_unet()
     params = method.apply(unet, None)
     groups = method.param_groups(unet, params, 1e-3)
-    norms = [m for m in unet.modules() if isinstance(m, (nn.GroupNorm, nn.LayerNorm)) and parametrize.is_parametrized(m)]
+    norms = [
+        m for m in unet.modules() if isinstance(m, (nn.GroupNorm, nn.LayerNorm)) and parametrize.is_parametrized(m)
+    ]
     assert [g["lr"] for g in groups] == [1e-3, 1e-6]
     assert len(groups[1]["params"]) == len(norms) > 0 and all(p.numel() == 1 for p in groups[1]["params"])
     assert sum(len(g["params"]) for g in groups) == len(params)

@@ -14,7 +14,15 @@ def test_save_load_generate_reproduces_the_trained_model(tiny_configs, tmp_path)
     accelerator = make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
     method = get_method("full")
-    fine_tune(pipe, method, (), build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False), train_cfg, accelerator, progress=False)
+    fine_tune(
+        pipe,
+        method,
+        (),
+        build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False),
+        train_cfg,
+        accelerator,
+        progress=False,
+    )
     save_trained(tmp_path / "model", pipe, method, (), {"base_model": str(model_cfg.pretrained_model_name_or_path)})
 
     loaded, manifest = load_trained(tmp_path / "model")

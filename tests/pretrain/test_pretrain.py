@@ -27,12 +27,35 @@ def test_vae_latents_are_the_pixels():
 
 def test_pretrain_writes_a_diffusers_folder_with_its_report(tmp_path, capsys):
     output_dir = tmp_path / "base"
-    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64", "--vae_steps", "2",
-          "--max_train_steps", "2", "--lr_warmup_steps", "0", "--check_samples", "1"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--output_dir",
+                str(output_dir),
+                "--device",
+                "cpu",
+                "--num_images",
+                "64",
+                "--vae_steps",
+                "2",
+                "--max_train_steps",
+                "2",
+                "--lr_warmup_steps",
+                "0",
+                "--check_samples",
+                "1",
+            ]
+        )
+        == 0
+    )
     report = json.loads((output_dir / "pretrain_report.json").read_text())
     assert {"vae_rmse", "latent_pixel_rmse", "shape_accuracy", "position_accuracy", "unet_final_loss"} <= set(report)
     # The text encoder stays at its seeded random initialisation (see memcontrol.pretrain.run).
-    saved, initial = load_pipeline(str(output_dir)).text_encoder.state_dict(), random_pipeline(0).text_encoder.state_dict()
+    saved, initial = (
+        load_pipeline(str(output_dir)).text_encoder.state_dict(),
+        random_pipeline(0).text_encoder.state_dict(),
+    )
     assert all(torch.equal(saved[name], initial[name]) for name in saved)
     assert json.loads(capsys.readouterr().out)["unet_final_loss"] == report["unet_final_loss"]
 
@@ -42,9 +65,34 @@ def test_pretrain_continues_another_base(tmp_path, capsys):
     (even with another --seed, which would draw another random encoder), and the U-Net trains on."""
     source, folder = load_pipeline(), str(load_pipeline().config._name_or_path)
     output_dir = tmp_path / "base"
-    assert main(["pretrain", "--output_dir", str(output_dir), "--device", "cpu", "--num_images", "64", "--seed", "1",
-                 "--digit_share", "0.5", "--vae_from", folder, "--unet_from", folder, "--max_train_steps", "1",
-                 "--lr_warmup_steps", "0", "--check_samples", "1"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--output_dir",
+                str(output_dir),
+                "--device",
+                "cpu",
+                "--num_images",
+                "64",
+                "--seed",
+                "1",
+                "--digit_share",
+                "0.5",
+                "--vae_from",
+                folder,
+                "--unet_from",
+                folder,
+                "--max_train_steps",
+                "1",
+                "--lr_warmup_steps",
+                "0",
+                "--check_samples",
+                "1",
+            ]
+        )
+        == 0
+    )
     saved = load_pipeline(str(output_dir))
     for kept in ("vae", "text_encoder"):
         weights, reused = getattr(saved, kept).state_dict(), getattr(source, kept).state_dict()

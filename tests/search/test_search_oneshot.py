@@ -30,11 +30,25 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
-ONESHOT = ("--strategy", "oneshot", "--supernet_train_steps", "4", "--oneshot_masks", "6", "--oneshot_confirm", "2",
-           "--oneshot_fid_samples", "2", "--oneshot_inference_steps", "0")
+ONESHOT = (
+    "--strategy",
+    "oneshot",
+    "--supernet_train_steps",
+    "4",
+    "--oneshot_masks",
+    "6",
+    "--oneshot_confirm",
+    "2",
+    "--oneshot_fid_samples",
+    "2",
+    "--oneshot_inference_steps",
+    "0",
+)
 
 
-def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_picks_among_them(tiny_search_config, tmp_path):
+def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_picks_among_them(
+    tiny_search_config, tmp_path
+):
     out = tmp_path / "oneshot"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RandomSearchWarning)  # NSGA-II's trial count is the bi-level search's concern
@@ -42,16 +56,28 @@ def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_pi
     scored = _csv(out / "oneshot.csv")
     assert len(scored) == 6 and len({r["mask"] for r in scored}) == 6  # 128 masks: 6 proposed by the sampler
     confirmed = [r for r in scored if r["confirmed"] == "True"]
-    assert 1 <= len(confirmed) <= 2 and all(r["oneshot_pareto"] == "True" and r["dmem_mean"] and r["fid"] for r in confirmed)
+    assert 1 <= len(confirmed) <= 2 and all(
+        r["oneshot_pareto"] == "True" and r["dmem_mean"] and r["fid"] for r in confirmed
+    )
     trials = _csv(out / "trials.csv")
     assert sorted(r["mask"] for r in trials) == sorted(r["mask"] for r in confirmed)
     assert all(r["state"] == "complete" and r["study"] == "memcontrol-svdiff-oneshot" for r in trials)
     best = json.loads((out / "best_mask.json").read_text())
-    assert best["mask"] in {r["mask"] for r in confirmed} and (out / "pareto.png").is_file() and (out / "convergence.png").is_file()
+    assert (
+        best["mask"] in {r["mask"] for r in confirmed}
+        and (out / "pareto.png").is_file()
+        and (out / "convergence.png").is_file()
+    )
     summary = json.loads((out / "pareto.json").read_text())["oneshot"]
-    assert summary["supernet"]["steps"] == 4 and summary["scoring"]["masks"] == 6 and summary["scoring"]["inference_steps"] == 2
+    assert (
+        summary["supernet"]["steps"] == 4
+        and summary["scoring"]["masks"] == 6
+        and summary["scoring"]["inference_steps"] == 2
+    )
     assert summary["scoring"]["images_sampled"] == 6 * (2 + 2)  # 2 FID samples and 2 D_mem prompts per mask
-    assert summary["confirmation"]["trials"] == len(confirmed) and summary["confirmation"]["steps"] == 2 * len(confirmed)
+    assert summary["confirmation"]["trials"] == len(confirmed) and summary["confirmation"]["steps"] == 2 * len(
+        confirmed
+    )
     assert summary["total"]["steps"] == 4 + 2 * len(confirmed) and set(summary["kendall_tau"]) == {"dmem_mean", "fid"}
 
     # Again: the supernet, its scores and the confirmed trials are read back, nothing is trained again.
@@ -63,8 +89,9 @@ def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_pi
     (first, *_) = confirmed
     bilevel = tmp_path / "bilevel"
     bilevel.mkdir()
-    study = optuna.create_study(storage=f"sqlite:///{bilevel / 'study.db'}", study_name="memcontrol-svdiff",
-                                directions=["minimize", "minimize"])
+    study = optuna.create_study(
+        storage=f"sqlite:///{bilevel / 'study.db'}", study_name="memcontrol-svdiff", directions=["minimize", "minimize"]
+    )
     sites = [s["site"] for s in best["sites"]]
     study.enqueue_trial({site: int(bit) for site, bit in zip(sites, first["mask"])})
     assert _search(tiny_search_config, bilevel, "--n_trials", "1", "--sampler", "random") == 0

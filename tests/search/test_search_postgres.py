@@ -19,7 +19,8 @@ URL = os.environ.get("MEMCONTROL_TEST_POSTGRES_URL")
 N_TRIALS = 4
 
 pytestmark = pytest.mark.skipif(
-    not URL, reason="MEMCONTROL_TEST_POSTGRES_URL is not set (a PostgreSQL database URL; .ci/run starts a server and sets it)"
+    not URL,
+    reason="MEMCONTROL_TEST_POSTGRES_URL is not set (a PostgreSQL database URL; .ci/run starts a server and sets it)",
 )
 
 
@@ -36,8 +37,20 @@ def test_two_workers_on_one_postgres_study_run_n_trials_in_all(tiny_search_confi
     outs = [tmp_path / f"machine{k}" for k in range(2)]  # an output folder each, as on two machines
     logs = [tmp_path / f"worker{k}.log" for k in range(2)]
     argv = [
-        sys.executable, "-m", "memcontrol.cli", "search", "--config", str(tiny_search_config), "--storage", URL,
-        "--study_name", name, "--n_trials", str(N_TRIALS), "--trial_train_steps", "10",
+        sys.executable,
+        "-m",
+        "memcontrol.cli",
+        "search",
+        "--config",
+        str(tiny_search_config),
+        "--storage",
+        URL,
+        "--study_name",
+        name,
+        "--n_trials",
+        str(N_TRIALS),
+        "--trial_train_steps",
+        "10",
     ]
     workers = []
     try:
@@ -51,7 +64,9 @@ def test_two_workers_on_one_postgres_study_run_n_trials_in_all(tiny_search_confi
         trials = optuna.load_study(study_name=study_name, storage=URL).get_trials()
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(complete) == N_TRIALS
-        assert len({(t.user_attrs["mask"], t.user_attrs["learning_rate"]) for t in complete}) == N_TRIALS  # no proposal twice
+        assert (
+            len({(t.user_attrs["mask"], t.user_attrs["learning_rate"]) for t in complete}) == N_TRIALS
+        )  # no proposal twice
         numbers = [n for out in outs for n in _trial_numbers(out)]
         assert sorted(numbers) == sorted(t.number for t in complete)  # each trial run once, by one worker
         for out in outs:  # either worker writes the whole study's results

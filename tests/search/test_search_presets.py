@@ -28,7 +28,10 @@ def test_the_paper_preset_has_the_authors_settings():
     job = _preset("paper-sd15")
     assert (job.data.resolution, job.train.train_batch_size, job.train.max_train_steps) == (224, 128, 3000)
     assert (job.data.dmem_size, job.data.dmem_repeats, job.search.proxy_fraction) == (100, 50, 0.01)
-    assert job.search.search_learning_rate and (job.search.learning_rate_min, job.search.learning_rate_max) == (1e-5, 1e-3)
+    assert job.search.search_learning_rate and (job.search.learning_rate_min, job.search.learning_rate_max) == (
+        1e-5,
+        1e-3,
+    )
 
 
 def test_builtin_data_without_a_config_starts_from_the_cpu_preset():

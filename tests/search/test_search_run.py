@@ -34,13 +34,18 @@ def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_con
     assert chosen["pareto"] == "True" and chosen["mask"] == best["mask"] and best["method"] == "svdiff"
     assert len(best["mask"]) == len(best["sites"]) == 7 and best["sites"][0]["site"] == "down_blocks.1.attentions.0"
     pareto = json.loads((out / "pareto.json").read_text())
-    assert best["trial"] in [r["number"] for r in pareto["front"]] and pareto["baselines"]["full@1e-3"]["learning_rate"] == 1e-3
+    assert (
+        best["trial"] in [r["number"] for r in pareto["front"]]
+        and pareto["baselines"]["full@1e-3"]["learning_rate"] == 1e-3
+    )
     assert (out / "pareto.png").is_file() and (out / "convergence.png").is_file()
 
     trial_dir = out / "trials" / "memcontrol-svdiff" / "0000"
     trial = json.loads((trial_dir / "trial.json").read_text())
     assert trial["state"] == "complete" and {"dmem_mean", "fid"} <= set(trial["metrics"])
-    assert 0 < trial["trainable_fraction"] < 1 and trial["seconds"] > 0 and (trial_dir / "samples" / "grid.png").is_file()
+    assert (
+        0 < trial["trainable_fraction"] < 1 and trial["seconds"] > 0 and (trial_dir / "samples" / "grid.png").is_file()
+    )
     data = json.loads((out / "search_data.json").read_text())
     assert len(data["dmem"]) == 2 and data["dmem_repeats"] == 3
     study = optuna.load_study(study_name="memcontrol-svdiff", storage=f"sqlite:///{out / 'study.db'}")
@@ -86,7 +91,9 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tiny_search_config, 
     assert _search(tiny_search_config, out) == 0
     rows = _rows(out)
     assert [(r["state"], r["fail_reason"]) for r in rows] == [
-        ("failed", "diverged: loss became nan at step 2"), ("failed", "out of memory"), ("complete", ""),
+        ("failed", "diverged: loss became nan at step 2"),
+        ("failed", "out of memory"),
+        ("complete", ""),
     ]
     assert json.loads((out / "trials" / "memcontrol-svdiff" / "0000" / "trial.json").read_text())["state"] == "failed"
     assert json.loads((out / "best_mask.json").read_text())["trial"] == 2
@@ -94,14 +101,34 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tiny_search_config, 
 
 def test_method_all_joins_the_methods_fronts(tiny_search_config, tmp_path):
     out = tmp_path / "search"
-    assert _search(tiny_search_config, out, "--method", "all", "--global_methods", "svdiff,difffit", "--n_trials", "1",
-                   "--objectives", "dmem_mean,fid,amd") == 0
+    assert (
+        _search(
+            tiny_search_config,
+            out,
+            "--method",
+            "all",
+            "--global_methods",
+            "svdiff,difffit",
+            "--n_trials",
+            "1",
+            "--objectives",
+            "dmem_mean,fid,amd",
+        )
+        == 0
+    )
     rows = _rows(out)
-    assert sorted((r["study"], r["state"]) for r in rows) == [("memcontrol-difffit", "complete"), ("memcontrol-svdiff", "complete")]
+    assert sorted((r["study"], r["state"]) for r in rows) == [
+        ("memcontrol-difffit", "complete"),
+        ("memcontrol-svdiff", "complete"),
+    ]
     assert all(r["amd"] for r in rows)
     best = json.loads((out / "best_mask.json").read_text())
     assert best["method"] in ("svdiff", "difffit")
-    assert [o["direction"] for o in json.loads((out / "pareto.json").read_text())["objectives"]] == ["minimize", "minimize", "maximize"]
+    assert [o["direction"] for o in json.loads((out / "pareto.json").read_text())["objectives"]] == [
+        "minimize",
+        "minimize",
+        "maximize",
+    ]
 
 
 def test_a_trials_sample_grid_is_made_of_the_images_its_metrics_generated(tiny_search_config, tmp_path, monkeypatch):
@@ -110,7 +137,11 @@ def test_a_trials_sample_grid_is_made_of_the_images_its_metrics_generated(tiny_s
     from memcontrol.sampling import samples as sampling_samples
 
     generated, real = [], sampling_samples.generate
-    monkeypatch.setattr(sampling_samples, "generate", lambda pipe, prompts, **kw: generated.append(list(prompts)) or real(pipe, prompts, **kw))
+    monkeypatch.setattr(
+        sampling_samples,
+        "generate",
+        lambda pipe, prompts, **kw: generated.append(list(prompts)) or real(pipe, prompts, **kw),
+    )
     out = tmp_path / "search"
     assert _search(tiny_search_config, out, "--n_trials", "1") == 0
     samples = out / "trials" / "memcontrol-svdiff" / "0000" / "samples"

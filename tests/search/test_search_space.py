@@ -47,15 +47,24 @@ def test_categorical_global_search_chooses_the_method(sd15):
     search = SearchConfig(global_search="categorical", global_methods=["svdiff", "attention"])
     (space,) = search_spaces(TrainConfig(method="all"), search, sd15)
     assert space.name == "all"
-    proposal = space.suggest(optuna.trial.FixedTrial({"method": "attention", **dict.fromkeys(space.sites["attention"], 1)}))
+    proposal = space.suggest(
+        optuna.trial.FixedTrial({"method": "attention", **dict.fromkeys(space.sites["attention"], 1)})
+    )
     assert proposal.method == "attention" and proposal.mask == (1,) * 16
 
 
-@pytest.mark.parametrize("train, search, message", [
-    (TrainConfig(method="all"), SearchConfig(global_methods=["svdiff", "magic"]), "magic"),
-    (TrainConfig(method="svdiff"), SearchConfig(search_learning_rate=True, learning_rate_min=1e-3, learning_rate_max=1e-5), "learning_rate_min"),
-    (TrainConfig(method="full", plugin_options={"layout": "paper"}), SearchConfig(), "no mask sites"),
-])
+@pytest.mark.parametrize(
+    "train, search, message",
+    [
+        (TrainConfig(method="all"), SearchConfig(global_methods=["svdiff", "magic"]), "magic"),
+        (
+            TrainConfig(method="svdiff"),
+            SearchConfig(search_learning_rate=True, learning_rate_min=1e-3, learning_rate_max=1e-5),
+            "learning_rate_min",
+        ),
+        (TrainConfig(method="full", plugin_options={"layout": "paper"}), SearchConfig(), "no mask sites"),
+    ],
+)
 def test_bad_spaces_are_user_errors(sd15, train, search, message):
     with pytest.raises(UserError, match=message):
         search_spaces(train, search, sd15)
@@ -63,14 +72,21 @@ def test_bad_spaces_are_user_errors(sd15, train, search, message):
 
 def test_objectives_parse_with_their_directions():
     (search,) = build((SearchConfig,), argparse.Namespace(objectives="amd, extracted"))
-    assert [(o.name, o.direction) for o in get_objectives(search.objectives)] == [("amd", "maximize"), ("extracted", "minimize")]
+    assert [(o.name, o.direction) for o in get_objectives(search.objectives)] == [
+        ("amd", "maximize"),
+        ("extracted", "minimize"),
+    ]
     for bad in ("fid", "fid,fid", "fid,sharpness"):
         with pytest.raises(UserError, match="--objectives"):
             build((SearchConfig,), argparse.Namespace(objectives=bad))
 
 
 def test_proxy_keeps_every_dmem_copy_and_a_share_of_the_rest(tiny_data_dir):
-    data = prepare_data(DataConfig(train_data_dir=str(tiny_data_dir), dmem_size=2, dmem_repeats=5, validation_fraction=0.2, test_fraction=0.2))
+    data = prepare_data(
+        DataConfig(
+            train_data_dir=str(tiny_data_dir), dmem_size=2, dmem_repeats=5, validation_fraction=0.2, test_fraction=0.2
+        )
+    )
     proxy = proxy_training_set(data, 0.5, seed=0)
     others = set(data.training) - set(data.dmem)
     assert sum(e in data.dmem for e in proxy) == 10

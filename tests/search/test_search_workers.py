@@ -20,7 +20,9 @@ def _argv(config, out, *extra):
 
 def _start(config, out, log, *extra):
     """A worker in its own process; its output goes to ``log``, read back when a test fails."""
-    return subprocess.Popen([sys.executable, "-m", "memcontrol.cli", *_argv(config, out, *extra)], stdout=log, stderr=log)
+    return subprocess.Popen(
+        [sys.executable, "-m", "memcontrol.cli", *_argv(config, out, *extra)], stdout=log, stderr=log
+    )
 
 
 def _states(out) -> dict[int, str]:

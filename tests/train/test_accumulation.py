@@ -89,8 +89,10 @@ def _train(configs, **train_overrides):
     train_cfg = dataclasses.replace(train_cfg, **train_overrides)
     accelerator = make_accelerator(model_cfg)
     pipe = load_for_training(model_cfg, accelerator)
+
     def weights():
         return torch.cat([p.detach().flatten() for p in pipe.unet.parameters()])
+
     before = weights().clone()
     data = build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False)
     result = fine_tune(pipe, get_method("full"), (), data, train_cfg, accelerator, progress=False)
@@ -114,8 +116,10 @@ def test_two_passes_of_two_make_the_step_of_one_batch_of_four(tiny_configs, miti
     assert _relative_difference(accumulated, large) < 1e-3  # measured: 4e-5 (plain), 9e-5 (threshold)
     assert [s for s, _ in result.losses] == [s for s, _ in large_result.losses]
     assert [loss for _, loss in result.losses] == pytest.approx([loss for _, loss in large_result.losses], rel=1e-5)
+
     def counters(r):
         return (r.dropped_samples, r.skipped_batches)
+
     assert counters(result) == counters(large_result)
     if mitigation:
         assert 0 < result.dropped_samples < 16 and result.skipped_batches < 4  # it drops, yet it trains

@@ -20,11 +20,36 @@ def _train_argv(model_dir, data_dir, out, *extra):
     """A run that draws from the generator in every way the engine does: batches, posterior samples, noise,
     timesteps, caption dropout and the mitigation's noise; with warm-up and a cosine schedule."""
     return [
-        "train", "--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", str(data_dir),
-        "--device", "cpu", "--validation_fraction", "0.2", "--test_fraction", "0.2",
-        "--train_batch_size", "4", "--max_train_steps", "16", "--lr_warmup_steps", "4", "--lr_scheduler", "cosine",
-        "--latent_sampling", "sample", "--mitigation", "embedding_noise",
-        "--num_inference_steps", "2", "--guidance_scale", "1.5", "--output_dir", str(out), *extra,
+        "train",
+        "--pretrained_model_name_or_path",
+        str(model_dir),
+        "--train_data_dir",
+        str(data_dir),
+        "--device",
+        "cpu",
+        "--validation_fraction",
+        "0.2",
+        "--test_fraction",
+        "0.2",
+        "--train_batch_size",
+        "4",
+        "--max_train_steps",
+        "16",
+        "--lr_warmup_steps",
+        "4",
+        "--lr_scheduler",
+        "cosine",
+        "--latent_sampling",
+        "sample",
+        "--mitigation",
+        "embedding_noise",
+        "--num_inference_steps",
+        "2",
+        "--guidance_scale",
+        "1.5",
+        "--output_dir",
+        str(out),
+        *extra,
     ]
 
 
@@ -81,8 +106,22 @@ def test_a_checkpoint_made_with_other_options_or_damaged_is_refused(tiny_model_d
         err = capsys.readouterr().err
         assert f"made with {option}=" in err and len(err.strip().splitlines()) == 1, err
     # Options that change neither what a step computes nor its order may differ.
-    assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *extra, "--resume_from_checkpoint", "checkpoint-2",
-                            "--checkpoints_total_limit", "1", "--gradient_checkpointing")) == 0
+    assert (
+        main(
+            _train_argv(
+                tiny_model_dir,
+                tiny_data_dir,
+                out,
+                *extra,
+                "--resume_from_checkpoint",
+                "checkpoint-2",
+                "--checkpoints_total_limit",
+                "1",
+                "--gradient_checkpointing",
+            )
+        )
+        == 0
+    )
     nowhere = ("--resume_from_checkpoint", str(tmp_path / "nowhere"))
     assert main(_train_argv(tiny_model_dir, tiny_data_dir, out, *nowhere)) == 2
     assert "--resume_from_checkpoint" in capsys.readouterr().err

@@ -50,7 +50,15 @@ def test_diverging_loss_is_reported(tiny_configs):
     data = build_training_set(pipe, prepare_data(data_cfg).training, 16, progress=False)
     data.latents.mean[:] = float("nan")
     with pytest.raises(NonFiniteLoss):
-        fine_tune(pipe, get_method("full"), (), data, dataclasses.replace(train_cfg, max_train_steps=10), accelerator, progress=False)
+        fine_tune(
+            pipe,
+            get_method("full"),
+            (),
+            data,
+            dataclasses.replace(train_cfg, max_train_steps=10),
+            accelerator,
+            progress=False,
+        )
 
 
 def test_v_prediction_models_train(tiny_configs, tiny_model_dir, tmp_path):

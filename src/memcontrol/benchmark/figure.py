@@ -31,12 +31,19 @@ def plot_closest(columns: list[tuple[str, Path]], path: Path, *, rows: int, titl
         return None
     threshold = evaluations[0]["settings"]["extraction_threshold"]
     figure = Figure(figsize=(CELL_INCHES * (len(columns) + 1), CELL_INCHES * shown + 0.5), layout="constrained")
-    figure.suptitle(f"{title}\nd: tile distance to the training image (red: under the extraction threshold {threshold})", fontsize=7)
+    figure.suptitle(
+        f"{title}\nd: tile distance to the training image (red: under the extraction threshold {threshold})", fontsize=7
+    )
     grid = figure.subplots(shown, len(columns) + 1, squeeze=False)
     for i, axes in enumerate(grid):
-        generated = [_open(directory / evaluation["closest"][i]["file"]) for (_, directory), evaluation in zip(columns, evaluations)]
+        generated = [
+            _open(directory / evaluation["closest"][i]["file"])
+            for (_, directory), evaluation in zip(columns, evaluations)
+        ]
         training = evaluations[0]["closest"][i]
-        _show(axes[0], load_image(training["training_image"], generated[0].width).add(1).div(2).permute(1, 2, 0).numpy())
+        _show(
+            axes[0], load_image(training["training_image"], generated[0].width).add(1).div(2).permute(1, 2, 0).numpy()
+        )
         axes[0].set_ylabel(textwrap.fill(textwrap.shorten(training["prompt"], 48), 24), fontsize=5)
         for ax, image, evaluation in zip(axes[1:], generated, evaluations):
             distance = evaluation["closest"][i]["distance"]

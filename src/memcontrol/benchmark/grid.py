@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from memcontrol.config import MethodRate, TrainConfig, opt
 from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.run import run_evaluate
@@ -41,16 +40,23 @@ class BenchmarkConfig:
         "methods (the table's rows): a method with every site on at --learning_rate, or METHOD@LEARNING_RATE; "
         f"{MEMCONTROL}: the searched method, mask and learning rate; default: the registered methods that the grid has "
         f"by default (the paper's: freeze, full, svdiff, difffit, attention) and {MEMCONTROL}",
-        registry="method", also=(MEMCONTROL,), min_items=1,
+        registry="method",
+        also=(MEMCONTROL,),
+        min_items=1,
     )
     mitigations: list[str] | None = opt(
-        None, "mitigations, each with its own options (listed under its name); default: the registered mitigations "
-        "that the grid has by default (the paper's: none, rwa, threshold)", registry="mitigation", min_items=1,
+        None,
+        "mitigations, each with its own options (listed under its name); default: the registered mitigations "
+        "that the grid has by default (the paper's: none, rwa, threshold)",
+        registry="mitigation",
+        min_items=1,
     )
     seeds: list[int] = opt(
         [0, 1, 2], "seeds: every cell is trained and evaluated once per seed (in place of --seed)", min=0, min_items=1
     )
-    mask_file: str | None = opt(None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search")
+    mask_file: str | None = opt(
+        None, "best_mask.json of a search for the memcontrol row; default: search once into OUTPUT_DIR/search"
+    )
     figure_rows: int = opt(8, "D_mem images (rows) in each closest-generation figure", min=1)
     workers: int = opt(
         1, "processes running cells at once, one torch thread each, into one --output_dir; 1: in this one", min=1
@@ -80,14 +86,20 @@ class Cell:
     def job(self, job: RunConfig) -> RunConfig:
         """``job`` as this cell trains and evaluates it."""
         train = dataclasses.replace(
-            job.train, method=self.row.method, mask=self.row.mask, learning_rate=self.row.learning_rate,
-            mitigation=self.mitigation, seed=self.seed,
+            job.train,
+            method=self.row.method,
+            mask=self.row.mask,
+            learning_rate=self.row.learning_rate,
+            mitigation=self.mitigation,
+            seed=self.seed,
         )
         return dataclasses.replace(job, train=train, evaluation=dataclasses.replace(job.evaluation, seed=self.seed))
 
     def options(self, job: RunConfig) -> dict:
         """What the cell's results depend on (the search's options only through the memcontrol row's mask)."""
-        options = {k: v for k, v in self.job(job).options().items() if k not in OPERATIONAL and not k.startswith("search.")}
+        options = {
+            k: v for k, v in self.job(job).options().items() if k not in OPERATIONAL and not k.startswith("search.")
+        }
         return {"row": self.row.label, **options}
 
 
@@ -128,7 +140,13 @@ def run_cell(job: RunConfig, cell: Cell, directory: Path, progress: bool) -> Non
     """Train and evaluate ``cell`` in ``directory``, skipping the stages done there before."""
     directory = ensure_writable_dir(directory)
     run_stages(
-        STAGES, cell.job(job), directory, CELL_FILE, cell.options(job), RunConfig.with_defaults().options(), progress=progress,
+        STAGES,
+        cell.job(job),
+        directory,
+        CELL_FILE,
+        cell.options(job),
+        RunConfig.with_defaults().options(),
+        progress=progress,
         label=f"cell {cell.name}",
     )
 

@@ -1,12 +1,12 @@
 """A benchmark (`memcontrol benchmark`): methods x mitigations x seeds on one dataset, as tables and the paper's Figure 4.
 
-    output_dir/
-      search/                  the search for the memcontrol row (`memcontrol search`), unless --mask_file is given
-      cells/ROW-MITIGATION-seedN/   each cell's model/, evaluation/ and cell.json (see memcontrol.benchmark.grid);
-                               failure.txt where the cell failed under --workers (see memcontrol.benchmark.workers)
-      table.md, table.csv      per method and mitigation, mean and spread over the seeds; cells.csv: every seed
-      tradeoff.png, .csv       every line of the table as FID against regenerated and against AMD, with the front
-      closest-MITIGATION.png   per mitigation, each D_mem image and every method's nearest generation (first seed)
+output_dir/
+  search/                  the search for the memcontrol row (`memcontrol search`), unless --mask_file is given
+  cells/ROW-MITIGATION-seedN/   each cell's model/, evaluation/ and cell.json (see memcontrol.benchmark.grid);
+                           failure.txt where the cell failed under --workers (see memcontrol.benchmark.workers)
+  table.md, table.csv      per method and mitigation, mean and spread over the seeds; cells.csv: every seed
+  tradeoff.png, .csv       every line of the table as FID against regenerated and against AMD, with the front
+  closest-MITIGATION.png   per mitigation, each D_mem image and every method's nearest generation (first seed)
 """
 
 from __future__ import annotations
@@ -87,11 +87,17 @@ def run_benchmark(bench: BenchmarkRunConfig, output_dir: str | Path, *, progress
     done = [cell for cell in cells if cell not in failures]
     if not done:
         raise UserError(f"every cell failed: {_failed(failures)}")
-    figures = [_figure(rows, mitigation, seeds[0], grid.figure_rows, output_dir, failures) for mitigation in mitigations]
+    figures = [
+        _figure(rows, mitigation, seeds[0], grid.figure_rows, output_dir, failures) for mitigation in mitigations
+    ]
     records = [cell_record(cells[cell]) for cell in done]
-    table = write_tables(records, output_dir, [name for name in figures if name], failed=[cell.name for cell in failures])
+    table = write_tables(
+        records, output_dir, [name for name in figures if name], failed=[cell.name for cell in failures]
+    )
     if failures:
-        raise UserError(f"{len(failures)} of {len(cells)} cells failed, the table holds the others: {_failed(failures)}")
+        raise UserError(
+            f"{len(failures)} of {len(cells)} cells failed, the table holds the others: {_failed(failures)}"
+        )
     return table
 
 
@@ -116,7 +122,9 @@ def _failed(failures: dict[Cell, str]) -> str:
 def _refuse_single_cell_options(job: RunConfig) -> None:
     """--mask and --mitigation would be silently overridden by every cell: say what to give instead."""
     if job.train.mask is not None:
-        raise UserError("--mask: the benchmark trains every site of each method; give the memcontrol row's mask with --mask_file")
+        raise UserError(
+            "--mask: the benchmark trains every site of each method; give the memcontrol row's mask with --mask_file"
+        )
     if job.train.mitigation != "none":
         raise UserError("--mitigation: the benchmark runs each of --mitigations; give them there")
 
@@ -141,5 +149,7 @@ def _figure(
     if not shown:
         return None
     columns = [(cell.row.label, output_dir / CELLS_DIR / cell.name / EVALUATION_DIR) for cell in shown]
-    path = plot_closest(columns, output_dir / f"closest-{mitigation}.png", rows=max_rows, title=f"mitigation {mitigation}, seed {seed}")
+    path = plot_closest(
+        columns, output_dir / f"closest-{mitigation}.png", rows=max_rows, title=f"mitigation {mitigation}, seed {seed}"
+    )
     return path.name if path else None

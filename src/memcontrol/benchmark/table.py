@@ -43,15 +43,21 @@ def cell_record(directory: Path) -> dict:
     metrics = json.loads((directory / "evaluation" / "metrics.json").read_text())
     result, options = manifest["result"], cell["options"]
     return {
-        "row": options["row"], "method": manifest["method"], "mask": manifest["mask"],
-        "learning_rate": options["train.learning_rate"], "mitigation": options["train.mitigation"], "seed": options["train.seed"],
+        "row": options["row"],
+        "method": manifest["method"],
+        "mask": manifest["mask"],
+        "learning_rate": options["train.learning_rate"],
+        "mitigation": options["train.mitigation"],
+        "seed": options["train.seed"],
         **{key: metrics.get(key) for key in ("fid", "amd", "alignment", "extracted", "extracted_train", "dmem_mean")},
         "regenerated": regenerated(metrics),
         "trainable_percent": 100 * result["trainable_fraction"],
         "train_seconds": result["seconds"],
         "wall_seconds": round(sum(stage["seconds"] for stage in cell["stages"]), 1),
-        "dmem_prompts": len(metrics.get("dmem") or []), "test_prompts": metrics.get("num_test"),
-        "attacked_train": metrics.get("attacked_train"), "cell": directory.name,
+        "dmem_prompts": len(metrics.get("dmem") or []),
+        "test_prompts": metrics.get("num_test"),
+        "attacked_train": metrics.get("attacked_train"),
+        "cell": directory.name,
     }
 
 
@@ -96,7 +102,13 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str], fail
     plot_tradeoff(points, output_dir / TRADEOFF_PNG)
     first = records[0]
     rows = [
-        [s["row"], s["mitigation"], f"{s['method']} `{s['mask']}`", s["learning_rate"], *(_spread(s, k) for k, _ in measures)]
+        [
+            s["row"],
+            s["mitigation"],
+            f"{s['method']} `{s['mask']}`",
+            s["learning_rate"],
+            *(_spread(s, k) for k, _ in measures),
+        ]
         for s in summaries
     ]
     lines = [
@@ -105,14 +117,20 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str], fail
         f"Mean ± standard deviation over the seeds of each line ({summaries[0]['seeds']}). FID, AMD and alignment on "
         f"{first['test_prompts']} test prompts; extracted and regenerated (of {first['dmem_prompts']}: by the attack, and "
         "by a nearest generation under its threshold) and d_mem on the D_mem prompts; "
-        + _train_attack_note(records) +
-        "trainable % of the U-Net's parameters; train s: the fine-tuning loop; wall s: training (with caching and "
+        + _train_attack_note(records)
+        + "trainable % of the U-Net's parameters; train s: the fine-tuning loop; wall s: training (with caching and "
         "samples) and evaluation of a cell. Every seed's values are in cells.csv.",
         "",
         *markdown_table(["method", "mitigation", "trains (mask)", "learning rate", *(h for _, h in measures)], rows),
         "",
-        *([f"Failed, not in the table (each cell's failure.txt says why; run again to retry): {', '.join(failed)}.", ""]
-          if failed else []),
+        *(
+            [
+                f"Failed, not in the table (each cell's failure.txt says why; run again to retry): {', '.join(failed)}.",
+                "",
+            ]
+            if failed
+            else []
+        ),
         f"![FID against regenerated and AMD, with the Pareto front]({TRADEOFF_PNG})",
         "",
         *(line for name in figures for line in (f"![closest generations]({name})", "")),

@@ -20,7 +20,9 @@ X = ("fid", "FID ↓")
 PANELS = (("regenerated", "regenerated ↓ (of the D_mem images)", 1), ("amd", "AMD ↑", -1))
 MARKERS = "os^vDph<>"
 TRADEOFF_COLUMNS = (
-    "row", "mitigation", *(f"{key}_{stat}" for key in (X[0], *(p[0] for p in PANELS)) for stat in ("mean", "sd")),
+    "row",
+    "mitigation",
+    *(f"{key}_{stat}" for key in (X[0], *(p[0] for p in PANELS)) for stat in ("mean", "sd")),
     *(f"on_front_{p[0]}" for p in PANELS),
 )
 
@@ -68,8 +70,16 @@ def plot_tradeoff(points: list[dict], path: Path) -> Path:
 def _errorbar(ax, point: dict, measure: str, marker: str) -> None:
     color = "tab:red" if point[f"on_front_{measure}"] else "tab:blue"
     ax.errorbar(
-        point["fid_mean"], point[f"{measure}_mean"], xerr=point["fid_sd"], yerr=point[f"{measure}_sd"],  # None: no bar
-        fmt=marker, color=color, ms=6, elinewidth=1, capsize=2, zorder=3,
+        point["fid_mean"],
+        point[f"{measure}_mean"],
+        xerr=point["fid_sd"],
+        yerr=point[f"{measure}_sd"],  # None: no bar
+        fmt=marker,
+        color=color,
+        ms=6,
+        elinewidth=1,
+        capsize=2,
+        zorder=3,
     )
 
 

@@ -52,14 +52,21 @@ def _plugins_epilog() -> str:
     from memcontrol.search import CROSSOVERS, OBJECTIVES, PICK_RULES, SAMPLERS, STRATEGIES
 
     families = (
-        ("PEFT methods", METHODS), ("mitigations", MITIGATIONS), ("feature extractors", EXTRACTORS),
-        ("search objectives", OBJECTIVES), ("mask pick rules", PICK_RULES), ("search samplers", SAMPLERS),
-        ("NSGA-II crossovers", CROSSOVERS), ("search strategies", STRATEGIES),
+        ("PEFT methods", METHODS),
+        ("mitigations", MITIGATIONS),
+        ("feature extractors", EXTRACTORS),
+        ("search objectives", OBJECTIVES),
+        ("mask pick rules", PICK_RULES),
+        ("search samplers", SAMPLERS),
+        ("NSGA-II crossovers", CROSSOVERS),
+        ("search strategies", STRATEGIES),
     )
     lines = ["plug-ins, chosen by the flag shown:"]
     for family, registry in families:
         heading = f"  {family} ({registry.flag}): "
-        lines.append(textwrap.fill(", ".join(registry.names()), width=100, initial_indent=heading, subsequent_indent="    "))
+        lines.append(
+            textwrap.fill(", ".join(registry.names()), width=100, initial_indent=heading, subsequent_indent="    ")
+        )
     return "\n".join(lines)
 
 
@@ -90,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    def command(name: str, help: str, run: Callable, *configs: type, output: str | None = None) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, run: Callable, *configs: type, output: str | None = None
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(run=run)
         if configs:
@@ -118,4 +127,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memcontrol {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
-

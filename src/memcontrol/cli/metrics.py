@@ -10,7 +10,14 @@ from collections.abc import Callable
 from memcontrol.config import ModelConfig, build
 
 HEADLINE_METRICS = (
-    "fid", "amd", "alignment", "extracted", "extracted_train", "attacked_train", "dmem_mean", "dmem_max"
+    "fid",
+    "amd",
+    "alignment",
+    "extracted",
+    "extracted_train",
+    "attacked_train",
+    "dmem_mean",
+    "dmem_max",
 )
 
 
@@ -19,14 +26,32 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     from memcontrol.metrics.evaluate import EvalConfig
     from memcontrol.metrics.setup import FeatureConfig
 
-    evaluate = command("evaluate", "FID, AMD, alignment, extraction attack and d_mem of a fine-tuned model on held-out data",
-                       _cmd_metrics, ModelConfig, FeatureConfig, EvalConfig, output="evaluate")
+    evaluate = command(
+        "evaluate",
+        "FID, AMD, alignment, extraction attack and d_mem of a fine-tuned model on held-out data",
+        _cmd_metrics,
+        ModelConfig,
+        FeatureConfig,
+        EvalConfig,
+        output="evaluate",
+    )
     evaluate.add_argument("--model_dir", required=True, help="output folder of `memcontrol train`")
-    audit = command("audit", "memorization metrics of any fine-tuned diffusers model against its training data",
-                    _cmd_metrics, ModelConfig, FeatureConfig, EvalConfig, output="audit")
-    audit.add_argument("--model_dir", required=True, help="a diffusers folder or the output folder of `memcontrol train`")
+    audit = command(
+        "audit",
+        "memorization metrics of any fine-tuned diffusers model against its training data",
+        _cmd_metrics,
+        ModelConfig,
+        FeatureConfig,
+        EvalConfig,
+        output="audit",
+    )
+    audit.add_argument(
+        "--model_dir", required=True, help="a diffusers folder or the output folder of `memcontrol train`"
+    )
     audit.add_argument("--train_data_dir", help="the model's training imagefolder; default: builtin:digits")
-    encoder = command("train-encoder", "rebuild the shipped built-in domain encoder (features and class judge)", _cmd_train_encoder)
+    encoder = command(
+        "train-encoder", "rebuild the shipped built-in domain encoder (features and class judge)", _cmd_train_encoder
+    )
     encoder.add_argument("--output", default=str(BUILTIN_ENCODER), help="where the encoder's safetensors file goes")
     encoder.add_argument("--steps", type=int, default=1500, help="optimisation steps")
 

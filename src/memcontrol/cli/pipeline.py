@@ -9,8 +9,13 @@ from collections.abc import Callable
 def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     from memcontrol.search import RunConfig
 
-    command("run", "the whole MemControl pipeline: search -> pick -> fine-tune with the mask -> evaluate -> report.md",
-            _cmd_run, *RunConfig.classes(), output="run")
+    command(
+        "run",
+        "the whole MemControl pipeline: search -> pick -> fine-tune with the mask -> evaluate -> report.md",
+        _cmd_run,
+        *RunConfig.classes(),
+        output="run",
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> None:

@@ -12,8 +12,15 @@ from memcontrol.config import ModelConfig, TrainConfig, build
 def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     from memcontrol.pretrain.run import PretrainConfig
 
-    command("pretrain", "pretrain the built-in base model on general-domain data", _cmd_pretrain,
-            ModelConfig, TrainConfig, PretrainConfig, output="base-model")
+    command(
+        "pretrain",
+        "pretrain the built-in base model on general-domain data",
+        _cmd_pretrain,
+        ModelConfig,
+        TrainConfig,
+        PretrainConfig,
+        output="base-model",
+    )
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:

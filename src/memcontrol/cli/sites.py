@@ -11,9 +11,16 @@ from memcontrol.models.architectures import ARCHITECTURES
 
 
 def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
-    sites = command("sites", "list a method's sites and count what it trains under a mask (on the meta device: no weights)",
-                    _cmd_sites, ModelConfig, TrainConfig)
-    sites.add_argument("--architecture", choices=ARCHITECTURES, help="a shipped U-Net architecture instead of a model folder")
+    sites = command(
+        "sites",
+        "list a method's sites and count what it trains under a mask (on the meta device: no weights)",
+        _cmd_sites,
+        ModelConfig,
+        TrainConfig,
+    )
+    sites.add_argument(
+        "--architecture", choices=ARCHITECTURES, help="a shipped U-Net architecture instead of a model folder"
+    )
     sites.add_argument("--json", action="store_true", help="print one JSON object: sites, trainable, total, fraction")
 
 

@@ -10,8 +10,16 @@ from memcontrol.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
 
 
 def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
-    command("train", "fine-tune a base model with a method and mask", _cmd_train,
-            ModelConfig, DataConfig, TrainConfig, SampleConfig, output="train")
+    command(
+        "train",
+        "fine-tune a base model with a method and mask",
+        _cmd_train,
+        ModelConfig,
+        DataConfig,
+        TrainConfig,
+        SampleConfig,
+        output="train",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -22,7 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     classes = (ModelConfig, DataConfig, TrainConfig, SampleConfig)
     model, data, train, sample = build(classes, args)
     searched = read_searched_mask(train.mask)
-    if searched and searched.learning_rate is not None:  # searched with the mask; --learning_rate (flag or YAML) still wins
+    if (
+        searched and searched.learning_rate is not None
+    ):  # searched with the mask; --learning_rate (flag or YAML) still wins
         model, data, train, sample = build(classes, args, defaults={"learning_rate": searched.learning_rate})
     summary = run_train(model, data, train, sample, args.output_dir)
     if is_main_process():  # under accelerate launch: one report, not one per process

@@ -29,7 +29,9 @@ class LatentCache:
 
     @classmethod
     @torch.no_grad()
-    def encode(cls, vae, batches: Iterable[torch.Tensor], total: int | None = None, progress: bool = True) -> LatentCache:
+    def encode(
+        cls, vae, batches: Iterable[torch.Tensor], total: int | None = None, progress: bool = True
+    ) -> LatentCache:
         means, stds = [], []
         for images in tqdm(batches, total=total, desc="encode images", disable=not progress, leave=False):
             posterior = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
@@ -84,14 +86,21 @@ class CaptionEmbeddings:
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of any texts, computed now."""
         tokens = self.tokenizer(
-            list(texts), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            list(texts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         )
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device), return_dict=False)[0]
 
     def _encode_all(self, progress: bool, batch_size: int = 256) -> torch.Tensor:
         chunks = range(0, len(self.texts), batch_size)
         return torch.cat(
-            [self.embed_texts(self.texts[i : i + batch_size]) for i in tqdm(chunks, desc="encode captions", disable=not progress, leave=False)]
+            [
+                self.embed_texts(self.texts[i : i + batch_size])
+                for i in tqdm(chunks, desc="encode captions", disable=not progress, leave=False)
+            ]
         )
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:

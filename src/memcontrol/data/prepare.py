@@ -48,7 +48,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     root = resolve_dataset(cfg.train_data_dir)
     examples = load_imagefolder(root)
     test = cfg.test_fraction
-    splits = split_examples(examples, (1 - cfg.validation_fraction - test, cfg.validation_fraction, test), seed=cfg.split_seed)
+    splits = split_examples(
+        examples, (1 - cfg.validation_fraction - test, cfg.validation_fraction, test), seed=cfg.split_seed
+    )
     if not splits["train"]:
         raise UserError(f"{root}: the train split is empty; lower --validation_fraction/--test_fraction")
     defaults = BUILTIN_DEFAULTS if is_builtin(cfg.train_data_dir) else {"dmem_size": 0, "max_train_samples": None}

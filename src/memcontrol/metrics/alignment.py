@@ -37,7 +37,9 @@ def class_alignment(
     kept = [(i, name) for i, name in kept if name is not None]
     for _, name in kept:
         if name not in index:
-            raise UserError(f"alignment: class {name!r} is not one of the domain encoder's classes ({', '.join(index)})")
+            raise UserError(
+                f"alignment: class {name!r} is not one of the domain encoder's classes ({', '.join(index)})"
+            )
     if not kept:
         return None
     probabilities = classifier.class_probabilities(images[[i for i, _ in kept]])

@@ -37,7 +37,9 @@ def nearest_cosine(
     return torch.cat(distances), torch.cat(indices)
 
 
-def amd(generated: torch.Tensor, training: torch.Tensor, *, query_chunk: int = 1024, reference_chunk: int = 8192) -> float:
+def amd(
+    generated: torch.Tensor, training: torch.Tensor, *, query_chunk: int = 1024, reference_chunk: int = 8192
+) -> float:
     """Mean over generated features (N, D) of the minimum cosine distance to the training features (M, D)."""
     distances, _ = nearest_cosine(generated, training, query_chunk=query_chunk, reference_chunk=reference_chunk)
     return float(distances.mean())

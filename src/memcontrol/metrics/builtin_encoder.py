@@ -26,7 +26,9 @@ def caption_class(caption: str) -> str:
     return _CASE_CODE.sub("", caption.strip())
 
 
-def train_builtin_encoder(output: str | Path = BUILTIN_ENCODER, *, steps: int = 1500, seed: int = 0, progress: bool = True) -> dict:
+def train_builtin_encoder(
+    output: str | Path = BUILTIN_ENCODER, *, steps: int = 1500, seed: int = 0, progress: bool = True
+) -> dict:
     """Train on every image of every built-in dataset; report accuracy on a held-out tenth."""
     examples = [e for name in BUILTIN_DATASETS for e in load_imagefolder(builtin_dataset_path(name))]
     classes = sorted({caption_class(e.text) for e in examples})

@@ -32,13 +32,17 @@ from memcontrol.sampling import decode
 DMEM_MODES = ("trajectory", "training-noise")
 
 
-def _embeddings(pipe: StableDiffusionPipeline, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _embeddings(
+    pipe: StableDiffusionPipeline, prompts: Sequence[str], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt, empty prompt) embeddings exactly as the pipeline computes them, in the U-Net's dtype."""
     cond, uncond = pipe.encode_prompt(list(prompts), device, 1, True)
     return cond.to(pipe.unet.dtype), uncond.to(pipe.unet.dtype)
 
 
-def _epsilon(output: torch.Tensor, latents: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+def _epsilon(
+    output: torch.Tensor, latents: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
     """The noise implied by a model output, whatever the model predicts (SD 1.x: noise; SD 2.x: velocity)."""
     if prediction_type == "epsilon":
         return output
@@ -50,11 +54,15 @@ def _epsilon(output: torch.Tensor, latents: torch.Tensor, alpha_bar: torch.Tenso
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
-def _guidance_pass(unet, scheduler, latents, timesteps, cond, uncond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _guidance_pass(
+    unet, scheduler, latents, timesteps, cond, uncond
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Model outputs for (empty, prompt) in one forward pass, and the L2 norm of their noise difference per sample."""
     t = torch.cat([timesteps, timesteps]) if timesteps.dim() else timesteps
     model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timesteps)
-    out_uncond, out_cond = unet(model_input, t, encoder_hidden_states=torch.cat([uncond, cond]), return_dict=False)[0].chunk(2)
+    out_uncond, out_cond = unet(model_input, t, encoder_hidden_states=torch.cat([uncond, cond]), return_dict=False)[
+        0
+    ].chunk(2)
     alpha_bar = scheduler.alphas_cumprod.to(latents.device)[timesteps].float().view(-1, 1, 1, 1)
     kind, x = scheduler.config.prediction_type, latents.float()
     gap = _epsilon(out_cond.float(), x, alpha_bar, kind) - _epsilon(out_uncond.float(), x, alpha_bar, kind)
@@ -97,7 +105,9 @@ def dmem_trajectory(
     return torch.cat(values).view(len(prompts), samples_per_prompt).mean(1) if values else torch.empty(0)
 
 
-def _trajectory(pipe, prompts, seeds, num_inference_steps, guidance_scale, resolution) -> tuple[torch.Tensor, torch.Tensor]:
+def _trajectory(
+    pipe, prompts, seeds, num_inference_steps, guidance_scale, resolution
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each prompt's d_mem on the CPU, and the final latents."""
     device = pipe._execution_device
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -145,14 +155,21 @@ def dmem_training_noise(
     values = []
     for b in _batches(len(prompts), batch_size, "d_mem", progress):
         cond, uncond = _embeddings(pipe, prompts[b], device)
-        _, _, gap = _guidance_pass(pipe.unet, scheduler, noisy[b].to(device, dtype), timesteps[b].to(device), cond, uncond)
+        _, _, gap = _guidance_pass(
+            pipe.unet, scheduler, noisy[b].to(device, dtype), timesteps[b].to(device), cond, uncond
+        )
         values.append(gap.cpu())
     return torch.cat(values) if values else torch.empty(0)
 
 
-def encode_latents(pipe: StableDiffusionPipeline, examples: Sequence[Example], resolution: int, batch_size: int = 16) -> LatentCache:
+def encode_latents(
+    pipe: StableDiffusionPipeline, examples: Sequence[Example], resolution: int, batch_size: int = 16
+) -> LatentCache:
     """VAE posteriors of the examples' images, read a batch at a time."""
-    batches = (load_images(examples[i : i + batch_size], resolution, progress=False) for i in range(0, len(examples), batch_size))
+    batches = (
+        load_images(examples[i : i + batch_size], resolution, progress=False)
+        for i in range(0, len(examples), batch_size)
+    )
     return LatentCache.encode(pipe.vae, batches, progress=False)
 
 
@@ -177,10 +194,14 @@ def dmem_scores(
     prompts = [e.text for e in examples]
     if mode == "trajectory":
         settings = dict(
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, samples_per_prompt=samples_per_prompt,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            samples_per_prompt=samples_per_prompt,
             on_images=on_images,
         )
-        return dmem_trajectory(pipe, prompts, seed=seed, batch_size=batch_size, resolution=resolution, progress=progress, **settings)
+        return dmem_trajectory(
+            pipe, prompts, seed=seed, batch_size=batch_size, resolution=resolution, progress=progress, **settings
+        )
     if mode == "training-noise":
         resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         latents = encode_latents(pipe, examples, resolution, batch_size)

@@ -149,7 +149,9 @@ def load_domain_encoder(path: str | os.PathLike, device: str | torch.device = "c
     except (SafetensorError, OSError) as e:
         raise UserError(f"domain encoder {path}: not a readable safetensors file ({e})") from None
     if metadata.get("format") != FORMAT:
-        raise UserError(f"domain encoder {path}: not a memcontrol domain encoder (metadata format {metadata.get('format')!r})")
+        raise UserError(
+            f"domain encoder {path}: not a memcontrol domain encoder (metadata format {metadata.get('format')!r})"
+        )
     config = json.loads(metadata["config"])
     model = DomainCNN(DomainEncoderConfig(**{**config, "class_names": tuple(config["class_names"])}))
     model.load_state_dict(state)

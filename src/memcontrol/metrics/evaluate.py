@@ -18,18 +18,23 @@ import torch
 from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
-from memcontrol.data.imagefolder import Example
 from memcontrol.config import opt
+from memcontrol.data.imagefolder import Example
 from memcontrol.errors import UserError
 from memcontrol.io import ensure_writable_dir
 from memcontrol.metrics.alignment import class_alignment, clip_score, load_clip
 from memcontrol.metrics.amd import amd
 from memcontrol.metrics.dmem import DMEM_MODES, dmem_scores, dmem_summary
 from memcontrol.metrics.domain import DomainFeatures
-from memcontrol.metrics.extraction import check_attack_settings, run_extraction_attack, save_closest, save_extraction_grid
-from memcontrol.metrics.graphs import GROUPINGS
+from memcontrol.metrics.extraction import (
+    check_attack_settings,
+    run_extraction_attack,
+    save_closest,
+    save_extraction_grid,
+)
 from memcontrol.metrics.features import FeatureExtractor, features_of_examples
 from memcontrol.metrics.fid import fid
+from memcontrol.metrics.graphs import GROUPINGS
 from memcontrol.sampling.generate import generate
 
 CHUNK = 256  # generated images held at once
@@ -44,30 +49,41 @@ TRAIN_ATTACK = "_train"  # suffix of the train attack's keys and files (extracte
 class EvalConfig:
     seed: int = opt(0, "seed of the evaluation's samples (image i uses seed + i)", min=0)
     eval_split: str = opt(
-        "test", "split whose prompts and real images measure FID, AMD and alignment: test (the held-out evaluation), or "
-        "validation to tune options such as the learning rate without looking at the test split", choices=EVAL_SPLITS,
+        "test",
+        "split whose prompts and real images measure FID, AMD and alignment: test (the held-out evaluation), or "
+        "validation to tune options such as the learning rate without looking at the test split",
+        choices=EVAL_SPLITS,
     )
     num_inference_steps: int | None = opt(None, "DDIM steps; default: the base model's recommendation", min=1)
-    guidance_scale: float | None = opt(None, "classifier-free guidance; default: the base model's recommendation", min=0)
+    guidance_scale: float | None = opt(
+        None, "classifier-free guidance; default: the base model's recommendation", min=0
+    )
     batch_size: int = opt(16, "images per generation (and d_mem) forward pass", min=1)
     feature_batch_size: int = opt(64, "images per feature-extractor forward pass", min=1)
     fid_samples: int | None = opt(None, "test prompts (and real test images) used for FID; default: all", min=2)
-    dmem_mode: str = opt("trajectory", "trajectory (the paper's Eq. 6) or training-noise (the authors' code)", choices=DMEM_MODES)
+    dmem_mode: str = opt(
+        "trajectory", "trajectory (the paper's Eq. 6) or training-noise (the authors' code)", choices=DMEM_MODES
+    )
     dmem_samples_per_prompt: int = opt(1, "noise seeds per prompt for d_mem", min=1)
     extraction_samples: int = opt(16, "generations per attacked prompt (Carlini et al.: 500, the authors: 50)", min=1)
     extraction_min_group: int = opt(3, "clique size that flags a prompt (the authors: 3, Carlini et al.: 10)", min=1)
     extraction_grouping: str = opt("clique", "clique, or connected-components (the authors' code)", choices=GROUPINGS)
-    extraction_threshold: float = opt(0.15, "normalised tile distance under which two images match (Carlini et al.)", above=0)
+    extraction_threshold: float = opt(
+        0.15, "normalised tile distance under which two images match (Carlini et al.)", above=0
+    )
     extraction_grid: int = opt(4, "tiles per side in the extraction distance", min=1)
     attack_prompts: str = opt(
-        "dmem", "prompts of the extraction attack: dmem (D_mem's), train (ordinary training captions, as the "
+        "dmem",
+        "prompts of the extraction attack: dmem (D_mem's), train (ordinary training captions, as the "
         "authors attacked, see --attack_train_prompts) or both, counted apart (extracted, extracted_train)",
         choices=ATTACK_PROMPTS,
     )
     attack_train_prompts: int = opt(
-        1000, "training captions attacked by --attack_prompts train or both: the first N distinct captions of the "
+        1000,
+        "training captions attacked by --attack_prompts train or both: the first N distinct captions of the "
         "training split in file order, D_mem's left out, each against every training image with it (the authors: "
-        "1000)", min=1,
+        "1000)",
+        min=1,
     )
     audit_prompts: int = opt(100, "training pairs attacked by `audit` when the model has no D_mem", min=1)
 
@@ -78,13 +94,19 @@ class EvalConfig:
         if self.attack_prompts not in ATTACK_PROMPTS:
             raise UserError(f"attack_prompts {self.attack_prompts!r}: expected one of {', '.join(ATTACK_PROMPTS)}")
         check_attack_settings(
-            self.extraction_samples, self.extraction_threshold, self.extraction_min_group, self.extraction_grouping, self.extraction_grid
+            self.extraction_samples,
+            self.extraction_threshold,
+            self.extraction_min_group,
+            self.extraction_grouping,
+            self.extraction_grid,
         )
 
     def sampling(self) -> dict:
         if self.num_inference_steps is None or self.guidance_scale is None:
             raise ValueError("resolve num_inference_steps and guidance_scale (see metrics.setup) before sampling")
-        return dict(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, batch_size=self.batch_size)
+        return dict(
+            num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, batch_size=self.batch_size
+        )
 
 
 def evaluate_model(
@@ -118,7 +140,9 @@ def evaluate_model(
         raise UserError(f"evaluation: FID needs at least 2 test examples, got {len(test)}")
     judge = alignment_judge(classifier, extractor) if class_of else None
     clip = load_clip(clip_model, pipe._execution_device) if clip_model else None
-    generated, alignment, clip_value = score_samples(pipe, test, resolution, s, extractor, judge, class_of, clip, progress)
+    generated, alignment, clip_value = score_samples(
+        pipe, test, resolution, s, extractor, judge, class_of, clip, progress
+    )
     real = features_of_examples(extractor, test, resolution, batch_size=s.feature_batch_size, progress=progress)
     training = _training_features(extractor, train_examples, resolution, s, progress)
     dmem = list(dict.fromkeys(dmem_examples))
@@ -143,7 +167,15 @@ def evaluate_model(
 
 
 def score_samples(
-    pipe, test: list[Example], resolution: int, s: EvalConfig, extractor, judge, class_of, clip, progress: bool,
+    pipe,
+    test: list[Example],
+    resolution: int,
+    s: EvalConfig,
+    extractor,
+    judge,
+    class_of,
+    clip,
+    progress: bool,
     on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, float | None, float | None]:
     """Generate from the test captions a chunk at a time: the samples' features, alignment and CLIP score.
@@ -159,7 +191,9 @@ def score_samples(
             on_images(images)
         features.append(extractor(images, s.feature_batch_size))
         if judge is not None:
-            alignment.append((class_alignment(judge, images, captions, class_of), sum(class_of(c) is not None for c in captions)))
+            alignment.append(
+                (class_alignment(judge, images, captions, class_of), sum(class_of(c) is not None for c in captions))
+            )
         if clip is not None:
             clip_scores.append((clip_score(images, captions, clip), len(captions)))
     return torch.cat(features), _weighted_mean(alignment), _weighted_mean(clip_scores)
@@ -186,7 +220,9 @@ def audit_model(
         )
     output_dir = ensure_writable_dir(output_dir)
     distinct = list(dict.fromkeys(train_examples))
-    attacked = list(dict.fromkeys(dmem_examples)) or random.Random(s.seed).sample(distinct, min(s.audit_prompts, len(distinct)))
+    attacked = list(dict.fromkeys(dmem_examples)) or random.Random(s.seed).sample(
+        distinct, min(s.audit_prompts, len(distinct))
+    )
     if not attacked:
         raise UserError("audit: no training examples to attack")
     memorization, features = _memorization(pipe, attacked, resolution, s, output_dir, extractor, progress)
@@ -205,7 +241,13 @@ NO_EXTRACTION = {"extracted": None, "extractions": [], "closest": [], "figures":
 
 
 def _memorization(
-    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool,
+    pipe,
+    examples: list[Example],
+    resolution: int,
+    s: EvalConfig,
+    output_dir: Path,
+    extractor,
+    progress: bool,
     attack: bool = True,
 ) -> tuple[dict, torch.Tensor | None]:
     """Extraction attack (unless not ``attack``; its figure written to ``output_dir``) and d_mem on ``examples``; None
@@ -219,17 +261,33 @@ def _memorization(
 
 
 def extraction_metrics(
-    pipe, examples: list[Example], resolution: int, s: EvalConfig, output_dir: Path, extractor, progress: bool,
-    references: Mapping[str, Sequence[Example]] | None = None, suffix: str = "",
+    pipe,
+    examples: list[Example],
+    resolution: int,
+    s: EvalConfig,
+    output_dir: Path,
+    extractor,
+    progress: bool,
+    references: Mapping[str, Sequence[Example]] | None = None,
+    suffix: str = "",
 ) -> tuple[dict, torch.Tensor | None]:
     """The extraction attack on ``examples`` (see ``run_extraction_attack`` for ``references``; its figure and closest
     generations written to ``output_dir``, their names and keys ending with ``suffix``), and the features of its
     generations when an ``extractor`` is given."""
     run = run_extraction_attack(
-        pipe, examples, resolution,
-        samples_per_prompt=s.extraction_samples, threshold=s.extraction_threshold, min_group=s.extraction_min_group,
-        grouping=s.extraction_grouping, grid=s.extraction_grid, seed=s.seed, extractor=extractor, references=references,
-        progress=progress, **s.sampling(),
+        pipe,
+        examples,
+        resolution,
+        samples_per_prompt=s.extraction_samples,
+        threshold=s.extraction_threshold,
+        min_group=s.extraction_min_group,
+        grouping=s.extraction_grouping,
+        grid=s.extraction_grid,
+        seed=s.seed,
+        extractor=extractor,
+        references=references,
+        progress=progress,
+        **s.sampling(),
     )
     figure = output_dir / EXTRACTION_FIGURE.replace(".png", f"{suffix}.png")
     metrics = {
@@ -257,25 +315,44 @@ def train_attack_prompts(
 
 
 def train_extraction_metrics(
-    pipe, examples: list[Example], references: dict[str, list[Example]], resolution: int, s: EvalConfig,
-    output_dir: Path, progress: bool,
+    pipe,
+    examples: list[Example],
+    references: dict[str, list[Example]],
+    resolution: int,
+    s: EvalConfig,
+    output_dir: Path,
+    progress: bool,
 ) -> dict:
     """extracted_train of attacked_train captions, with their extractions, closest generations and figure."""
     if not examples:
-        return {**{f"{key}{TRAIN_ATTACK}": value for key, value in NO_EXTRACTION.items() if key != "figures"},
-                "attacked_train": 0, "figures": {}}
+        return {
+            **{f"{key}{TRAIN_ATTACK}": value for key, value in NO_EXTRACTION.items() if key != "figures"},
+            "attacked_train": 0,
+            "figures": {},
+        }
     metrics, _ = extraction_metrics(pipe, examples, resolution, s, output_dir, None, progress, references, TRAIN_ATTACK)
     return {**metrics, "attacked_train": len(examples)}
 
 
 def dmem_metrics(
-    pipe, examples: list[Example], resolution: int, s: EvalConfig, progress: bool,
+    pipe,
+    examples: list[Example],
+    resolution: int,
+    s: EvalConfig,
+    progress: bool,
     on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> dict:
     """d_mem of each of ``examples``, their mean and maximum (``on_images``: see ``dmem_trajectory``)."""
     dmem = dmem_scores(
-        pipe, examples, mode=s.dmem_mode, resolution=resolution, seed=s.seed, samples_per_prompt=s.dmem_samples_per_prompt,
-        progress=progress, on_images=on_images, **s.sampling(),
+        pipe,
+        examples,
+        mode=s.dmem_mode,
+        resolution=resolution,
+        seed=s.seed,
+        samples_per_prompt=s.dmem_samples_per_prompt,
+        progress=progress,
+        on_images=on_images,
+        **s.sampling(),
     )
     return {**dmem_summary(dmem), "dmem": dmem.tolist()}
 
@@ -289,7 +366,9 @@ def _training_features(extractor, train_examples, resolution: int, s: EvalConfig
 def alignment_judge(classifier: DomainFeatures | None, extractor: FeatureExtractor) -> DomainFeatures:
     judge = classifier or extractor
     if not isinstance(judge, DomainFeatures):
-        raise UserError("alignment: a caption-to-class mapping needs the domain encoder (as classifier or as the feature extractor)")
+        raise UserError(
+            "alignment: a caption-to-class mapping needs the domain encoder (as classifier or as the feature extractor)"
+        )
     return judge
 
 

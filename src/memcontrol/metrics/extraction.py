@@ -48,7 +48,9 @@ def tile_distances(a: torch.Tensor, b: torch.Tensor, grid: int = 4) -> torch.Ten
         raise ValueError(f"images of {tuple(a.shape[-2:])} pixels cannot be cut into {grid} x {grid} tiles")
     out = torch.zeros(len(a), len(b), device=a.device)
     for ta, tb in zip(_tiles(a.float(), grid), _tiles(b.to(a.device, torch.float32), grid)):
-        distance = torch.cdist(ta, tb, compute_mode="donot_use_mm_for_euclid_dist") / ta.shape[1] ** 0.5  # exact: copies give 0
+        distance = (
+            torch.cdist(ta, tb, compute_mode="donot_use_mm_for_euclid_dist") / ta.shape[1] ** 0.5
+        )  # exact: copies give 0
         out = torch.maximum(out, distance)
     return out
 
@@ -78,7 +80,9 @@ def extraction_attack(
     At most one extraction per prompt (it has one training image): the closest representative.
     """
     to_training = training_distances(generated, originals, grid)
-    return attack_groups(generated, to_training, prompts, threshold=threshold, min_group=min_group, grouping=grouping, grid=grid)
+    return attack_groups(
+        generated, to_training, prompts, threshold=threshold, min_group=min_group, grouping=grouping, grid=grid
+    )
 
 
 def attack_groups(
@@ -113,7 +117,9 @@ def training_distances(generated: torch.Tensor, originals: torch.Tensor, grid: i
     return torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
 
 
-def nearest_generations(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_generations(
+    generated: torch.Tensor, originals: torch.Tensor, grid: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For P prompts' generations (P, G, C, H, W) and training images (P, C, H, W): the tile distance of each
     prompt's generation nearest its training image, and that generation's index among the prompt's G."""
     return training_distances(generated, originals, grid).min(dim=1)
@@ -168,7 +174,12 @@ def run_extraction_attack(
     check_attack_settings(samples_per_prompt, **attack)
     examples = list(dict.fromkeys(examples))  # D_mem lists each pair many times; attack it once
     per_call = max(1, batch_size // samples_per_prompt)
-    sampling = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=batch_size, resolution=resolution)
+    sampling = dict(
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        batch_size=batch_size,
+        resolution=resolution,
+    )
     run = AttackRun([], [], len(examples))
     features = []
     for start in tqdm(range(0, len(examples), per_call), desc="extraction attack", disable=not progress, leave=False):
@@ -182,13 +193,17 @@ def run_extraction_attack(
         _keep_closest(run, chunk_references, grouped, to_training, nearest_reference, start * samples_per_prompt)
         for e in attack_groups(grouped, to_training, prompts, **attack):
             reference = chunk_references[e.training_index][int(nearest_reference.flatten()[e.generated_index])]
-            run.pairs.append(((load_images([reference], resolution, progress=False)[0] + 1) / 2, images[e.generated_index]))
-            run.extractions.append(replace(
-                e,
-                training_index=start + e.training_index,
-                generated_index=start * samples_per_prompt + e.generated_index,
-                training_image=str(reference.image_path),
-            ))
+            run.pairs.append(
+                ((load_images([reference], resolution, progress=False)[0] + 1) / 2, images[e.generated_index])
+            )
+            run.extractions.append(
+                replace(
+                    e,
+                    training_index=start + e.training_index,
+                    generated_index=start * samples_per_prompt + e.generated_index,
+                    training_image=str(reference.image_path),
+                )
+            )
         if extractor is not None:
             features.append(extractor(images, batch_size))
     run.features = torch.cat(features) if features else None
@@ -215,8 +230,12 @@ def _reference_distances(
 
 
 def _keep_closest(
-    run: AttackRun, chunk_references: list[list[Example]], grouped: torch.Tensor, to_training: torch.Tensor,
-    nearest_reference: torch.Tensor, first: int,
+    run: AttackRun,
+    chunk_references: list[list[Example]],
+    grouped: torch.Tensor,
+    to_training: torch.Tensor,
+    nearest_reference: torch.Tensor,
+    first: int,
 ) -> None:
     """Add each of the chunk's prompts' generation nearest a training image to ``run``, with that image (see
     ``_reference_distances`` for ``to_training`` and ``nearest_reference``); ``first``: the chunk's first generated_index."""
@@ -224,7 +243,9 @@ def _keep_closest(
     for p, examples in enumerate(chunk_references):
         g = int(nearest[p])
         reference = examples[int(nearest_reference[p, g])]
-        run.closest.append(Closest(reference.text, str(reference.image_path), first + p * grouped.shape[1] + g, float(distances[p])))
+        run.closest.append(
+            Closest(reference.text, str(reference.image_path), first + p * grouped.shape[1] + g, float(distances[p]))
+        )
         run.closest_images.append(to_pil(grouped[p, g][None])[0])
 
 
@@ -242,7 +263,9 @@ def check_attack_settings(samples_per_prompt: int, threshold: float, min_group: 
     if grouping not in GROUPINGS:
         raise UserError(f"extraction grouping {grouping!r}: expected one of {', '.join(GROUPINGS)}")
     if not 1 <= min_group <= samples_per_prompt:
-        raise UserError(f"extraction min_group {min_group}: expected from 1 to samples_per_prompt ({samples_per_prompt})")
+        raise UserError(
+            f"extraction min_group {min_group}: expected from 1 to samples_per_prompt ({samples_per_prompt})"
+        )
     if threshold <= 0 or grid < 1:
         raise UserError(f"extraction threshold {threshold} and grid {grid}: expected a positive threshold and grid")
 

@@ -21,10 +21,10 @@ from memcontrol.metrics import domain  # noqa: F401  (registers DomainFeatures a
 from memcontrol.metrics.extractor import EXTRACTORS, FeatureExtractor, resize
 
 XRV_WEIGHTS = "densenet121-res224-mimic_ch"
-XRV_WEIGHTS_URL = (
-    "https://github.com/mlmed/torchxrayvision/releases/download/v1/mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+XRV_WEIGHTS_URL = "https://github.com/mlmed/torchxrayvision/releases/download/v1/mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+INCEPTION_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
-INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
 @EXTRACTORS.register
@@ -95,7 +95,11 @@ class InceptionV3(FeatureExtractor):
 
     def __init__(self, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None):
         super().__init__(device)
-        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(INCEPTION_WEIGHTS_URL)
+        path = (
+            Path(weights)
+            if weights
+            else Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(INCEPTION_WEIGHTS_URL)
+        )
         try:
             import torch_fidelity  # noqa: F401  (torchmetrics' Inception is torch-fidelity's)
             from torchmetrics.image.fid import NoTrainInceptionV3
@@ -108,7 +112,9 @@ class InceptionV3(FeatureExtractor):
                 f"feature extractor 'inception': weights file {path} not found; memcontrol never downloads weights: "
                 f"fetch it once from {INCEPTION_WEIGHTS_URL} to that path"
             )
-        self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+        self.model = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+        )
         self.model.to(self.device)
 
     @classmethod
@@ -119,17 +125,26 @@ class InceptionV3(FeatureExtractor):
         return self.model((images.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
-def make_extractor(name: str, *, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None) -> FeatureExtractor:
+def make_extractor(
+    name: str, *, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None
+) -> FeatureExtractor:
     """The extractor registered as ``name``; ``weights`` is the domain encoder's file (or another Inception file)."""
     return EXTRACTORS.get(name).load(device, weights)
 
 
 def features_of_examples(
-    extractor: FeatureExtractor, examples: Sequence[Example], resolution: int, *, batch_size: int = 64, progress: bool = True
+    extractor: FeatureExtractor,
+    examples: Sequence[Example],
+    resolution: int,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Features of image files, read a batch at a time so that 100,000 training images never sit in memory."""
     out = [
         extractor((load_images(examples[i : i + batch_size], resolution, progress=False) + 1) / 2, batch_size)
-        for i in tqdm(range(0, len(examples), batch_size), desc=f"{extractor.name} features", disable=not progress, leave=False)
+        for i in tqdm(
+            range(0, len(examples), batch_size), desc=f"{extractor.name} features", disable=not progress, leave=False
+        )
     ]
     return torch.cat(out) if out else torch.empty(0, extractor.num_features)

@@ -28,7 +28,9 @@ def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = COVARIANCE_EPS) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = COVARIANCE_EPS
+) -> float:
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2) between two Gaussians.
 
     tr((S1 S2)^1/2) = tr((S1^1/2 S2 S1^1/2)^1/2), and the latter matrix is symmetric PSD, so both
@@ -48,6 +50,8 @@ def fid(features_a: torch.Tensor, features_b: torch.Tensor, eps: float = COVARIA
     return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b), eps=eps)
 
 
-def fid_of_images(real: torch.Tensor, generated: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 64) -> float:
+def fid_of_images(
+    real: torch.Tensor, generated: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 64
+) -> float:
     """FID between two image sets (N, 3, H, W) in [0, 1] in ``extractor``'s feature space."""
     return fid(extractor(real, batch_size), extractor(generated, batch_size))

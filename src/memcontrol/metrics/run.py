@@ -20,7 +20,9 @@ from memcontrol.runtime import WEIGHT_DTYPES, make_accelerator, native_resolutio
 METRICS_FILE = "metrics.json"
 
 
-def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalConfig) -> dict:
+def run_evaluate(
+    model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalConfig
+) -> dict:
     """Evaluate a `memcontrol train` output on the held-out split (``settings.eval_split``) of the data it was trained on."""
     device = make_accelerator(model_cfg).device
     pipe, manifest = load_trained(model_dir, device=device, dtype=WEIGHT_DTYPES[model_cfg.mixed_precision])
@@ -30,15 +32,31 @@ def run_evaluate(model_dir: str, output_dir: str | Path, model_cfg: ModelConfig,
     extractor = feature_extractor(features, builtin, device)
     settings = resolve_sampling(settings, manifest["base_model"])
     metrics = evaluate_model(
-        pipe, train_examples=data.training, test_examples=data.splits[settings.eval_split], dmem_examples=data.dmem,
-        resolution=manifest["resolution"], extractor=extractor, output_dir=output_dir, settings=settings,
+        pipe,
+        train_examples=data.training,
+        test_examples=data.splits[settings.eval_split],
+        dmem_examples=data.dmem,
+        resolution=manifest["resolution"],
+        extractor=extractor,
+        output_dir=output_dir,
+        settings=settings,
         class_of=caption_classes(features, builtin, extractor),
-        clip_model=features.clip_model, train_split=data.splits["train"],
+        clip_model=features.clip_model,
+        train_split=data.splits["train"],
     )
-    return _write(output_dir, {**metrics, "model_dir": str(model_dir), "method": manifest["method"], "mask": manifest["mask"]})
+    return _write(
+        output_dir, {**metrics, "model_dir": str(model_dir), "method": manifest["method"], "mask": manifest["mask"]}
+    )
 
 
-def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalConfig) -> dict:
+def run_audit(
+    model_dir: str,
+    train_data_dir: str | None,
+    output_dir: str | Path,
+    model_cfg: ModelConfig,
+    features: FeatureConfig,
+    settings: EvalConfig,
+) -> dict:
     """Memorization metrics of any diffusers model (or `memcontrol train` output) against its training images."""
     device = make_accelerator(model_cfg).device
     dtype = WEIGHT_DTYPES[model_cfg.mixed_precision]
@@ -46,7 +64,11 @@ def run_audit(model_dir: str, train_data_dir: str | None, output_dir: str | Path
     examples = load_imagefolder(resolve_dataset(train_data_dir))
     extractor = feature_extractor(features, is_builtin(train_data_dir), device)
     metrics = audit_model(
-        pipe, examples, resolution=native_resolution(pipe), extractor=extractor, output_dir=output_dir,
+        pipe,
+        examples,
+        resolution=native_resolution(pipe),
+        extractor=extractor,
+        output_dir=output_dir,
         settings=resolve_sampling(settings, base_model),
     )
     return _write(output_dir, {**metrics, "model_dir": str(model_dir), "train_data_dir": train_data_dir})

@@ -17,8 +17,10 @@ from memcontrol.sampling.samples import sample_settings
 @dataclass
 class FeatureConfig:
     feature_extractor: str = opt(
-        "auto", "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise",
-        registry="feature extractor", also=("auto",),
+        "auto",
+        "auto: the built-in domain encoder on built-in data, torchxrayvision otherwise",
+        registry="feature extractor",
+        also=("auto",),
     )
     feature_weights: str | None = opt(None, "weights file of the extractor (domain: default the built-in encoder)")
     clip_model: str | None = opt(None, "local CLIP folder for a CLIP score (optional)")
@@ -32,7 +34,9 @@ def feature_extractor(cfg: FeatureConfig, builtin_data: bool, device) -> Feature
     return make_extractor(name, device=device, weights=weights)
 
 
-def caption_classes(cfg: FeatureConfig, builtin_data: bool, extractor: FeatureExtractor) -> Callable[[str], str | None] | None:
+def caption_classes(
+    cfg: FeatureConfig, builtin_data: bool, extractor: FeatureExtractor
+) -> Callable[[str], str | None] | None:
     """Caption -> class for the alignment score: only the built-in encoder on built-in data knows the classes."""
     return caption_class if builtin_data and extractor.name == "domain" and not cfg.feature_weights else None
 

@@ -51,7 +51,12 @@ class Mitigation:
         return captions.lookup(ids)
 
     def keep(
-        self, model: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, prediction: torch.Tensor, captions: CaptionEmbeddings
+        self,
+        model: nn.Module,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        prediction: torch.Tensor,
+        captions: CaptionEmbeddings,
     ) -> torch.Tensor | None:
         """Which samples of the batch count in the loss (a boolean per sample); None: all of them."""
         return None

@@ -33,7 +33,9 @@ def read_caption_variants(path: str | Path) -> dict[str, list[str]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--caption_variants {path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or not all(key.strip() and _texts(value) for key, value in data.items()):
-        raise UserError(f"--caption_variants {path}: expected a JSON object from each caption to a list of non-empty strings")
+        raise UserError(
+            f"--caption_variants {path}: expected a JSON object from each caption to a list of non-empty strings"
+        )
     return {caption.strip(): [v.strip() for v in variants] for caption, variants in data.items()}
 
 
@@ -57,14 +59,18 @@ class MultiCaption(Mitigation):
     def __init__(self, options: MultiCaptionConfig | None = None):
         super().__init__(options)
         if self.options.caption_variants is None:
-            raise UserError("--mitigation multi_caption needs --caption_variants (a JSON file: caption -> other captions)")
+            raise UserError(
+                "--mitigation multi_caption needs --caption_variants (a JSON file: caption -> other captions)"
+            )
         self.variants = read_caption_variants(self.options.caption_variants)
 
     def setup(self, captions: CaptionEmbeddings, generator: torch.Generator) -> CaptionEmbeddings:
         own = [captions.texts[i] for i in captions.caption_ids.tolist()]
         variants = {text: self.variants[text] for text in set(own) if text in self.variants}
         if not variants:
-            raise UserError(f"--caption_variants {self.options.caption_variants}: none of its captions is a training caption")
+            raise UserError(
+                f"--caption_variants {self.options.caption_variants}: none of its captions is a training caption"
+            )
         # One cache for the captions and their variants, so that a swap costs a lookup.
         run = captions.derive(own, extra=[v for vs in variants.values() for v in vs])
         # choices[i, :counts[i]]: the ids that caption i may become (itself first; padding repeats it).

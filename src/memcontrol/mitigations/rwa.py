@@ -29,7 +29,9 @@ def vocabulary_words(tokenizer) -> list[str]:
     a word is alphabetic ASCII (no punctuation, numbers or byte-level fragments).
     """
     special = set(tokenizer.all_special_tokens)
-    tokens = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]) if token not in special]
+    tokens = [
+        token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]) if token not in special
+    ]
     if any(token.endswith(END_OF_WORD) for token in tokens):
         tokens = [token.removesuffix(END_OF_WORD) for token in tokens if token.endswith(END_OF_WORD)]
     return list(dict.fromkeys(token for token in tokens if token.isascii() and token.isalpha()))
@@ -51,8 +53,9 @@ class RWAConfig(MitigationConfig):
     )
     rwa_words: int = opt(2, "rwa: random vocabulary words inserted into such a caption (Somepalli et al.: 2)", min=1)
     rwa_fixed: bool = opt(
-        False, "rwa: draw the words once per training example, not at each access (the authors' code: with "
-        "--rwa_probability 1 --rwa_words 4)"
+        False,
+        "rwa: draw the words once per training example, not at each access (the authors' code: with "
+        "--rwa_probability 1 --rwa_words 4)",
     )
 
 
@@ -77,7 +80,10 @@ class RandomWordAddition(Mitigation):
         rows = chosen.nonzero().flatten().tolist()
         embeddings = captions.lookup(ids)
         if rows:
-            texts = [add_random_words(captions.texts[int(ids[r])], self.vocabulary, self.options.rwa_words, generator) for r in rows]
+            texts = [
+                add_random_words(captions.texts[int(ids[r])], self.vocabulary, self.options.rwa_words, generator)
+                for r in rows
+            ]
             embeddings[rows] = captions.embed_texts(texts).to(embeddings.dtype)
         return embeddings
 

@@ -21,7 +21,11 @@ from memcontrol.mitigations.base import Mitigation, MitigationConfig, register
 
 
 def conditional_norms(
-    model: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, prediction: torch.Tensor, captions: CaptionEmbeddings
+    model: nn.Module,
+    noisy: torch.Tensor,
+    timesteps: torch.Tensor,
+    prediction: torch.Tensor,
+    captions: CaptionEmbeddings,
 ) -> torch.Tensor:
     """||prediction - model(noisy, timesteps, "")|| per sample, without gradients."""
     with torch.no_grad():
@@ -39,12 +43,15 @@ def below_threshold(norms: torch.Tensor, threshold: float | None = None, quantil
 @dataclasses.dataclass(frozen=True)
 class ThresholdConfig(MitigationConfig):
     threshold: float | None = opt(
-        None, "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this "
-        "(Wen et al.)", min=0
+        None,
+        "threshold: leave out of the loss the samples whose text-conditional noise norm is at least this (Wen et al.)",
+        min=0,
     )
     threshold_quantile: float | None = opt(
-        None, "threshold: instead of --threshold, this quantile of the norms in each forward pass's batch, e.g. 0.9",
-        min=0, max=1,
+        None,
+        "threshold: instead of --threshold, this quantile of the norms in each forward pass's batch, e.g. 0.9",
+        min=0,
+        max=1,
     )
 
 
@@ -59,7 +66,12 @@ class ThresholdMitigation(Mitigation):
             raise UserError("--mitigation threshold needs either --threshold or --threshold_quantile (one of them)")
 
     def keep(
-        self, model: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, prediction: torch.Tensor, captions: CaptionEmbeddings
+        self,
+        model: nn.Module,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        prediction: torch.Tensor,
+        captions: CaptionEmbeddings,
     ) -> torch.Tensor:
         norms = conditional_norms(model, noisy, timesteps, prediction, captions)
         return below_threshold(norms, self.options.threshold, self.options.threshold_quantile)

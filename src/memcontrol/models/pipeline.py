@@ -23,12 +23,16 @@ def resolve_model_path(name_or_path: str | None) -> Path:
         return BUILTIN_MODEL_DIR
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise UserError(f"--pretrained_model_name_or_path {name_or_path}: no such directory (a local diffusers folder is expected)")
+        raise UserError(
+            f"--pretrained_model_name_or_path {name_or_path}: no such directory (a local diffusers folder is expected)"
+        )
     index = path / "model_index.json"
     missing = [c for c in REQUIRED_COMPONENTS if not (path / c).is_dir()]
     if not index.is_file() or missing:
         what = "model_index.json" if not index.is_file() else "subfolders " + ", ".join(missing)
-        raise UserError(f"--pretrained_model_name_or_path {path}: not a diffusers Stable Diffusion folder (missing {what})")
+        raise UserError(
+            f"--pretrained_model_name_or_path {path}: not a diffusers Stable Diffusion folder (missing {what})"
+        )
     return path
 
 
@@ -47,7 +51,9 @@ def load_pipeline(
             requires_safety_checker=False,
         )
     except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"--pretrained_model_name_or_path {path}: cannot be loaded as a diffusers pipeline ({_first_line(e)})") from None
+        raise UserError(
+            f"--pretrained_model_name_or_path {path}: cannot be loaded as a diffusers pipeline ({_first_line(e)})"
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -71,7 +71,9 @@ MAX_TOKENS = 77
 
 def byte_level_characters() -> list[str]:
     """The 256 printable stand-ins of bytes that GPT-2 and CLIP BPE work on, in CLIP's vocabulary order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     others = [b for b in range(256) if b not in printable]
     return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(others))]
 
@@ -81,8 +83,13 @@ def character_tokenizer() -> CLIPTokenizer:
     characters = byte_level_characters()
     vocab = {c: i for i, c in enumerate(characters + [c + "</w>" for c in characters])}
     return CLIPTokenizer(
-        vocab={**vocab, **SPECIAL_TOKEN_IDS}, merges=[], bos_token=START_TOKEN, eos_token=END_TOKEN, pad_token=END_TOKEN,
-        unk_token=END_TOKEN, model_max_length=MAX_TOKENS,
+        vocab={**vocab, **SPECIAL_TOKEN_IDS},
+        merges=[],
+        bos_token=START_TOKEN,
+        eos_token=END_TOKEN,
+        pad_token=END_TOKEN,
+        unk_token=END_TOKEN,
+        model_max_length=MAX_TOKENS,
     )
 
 
@@ -113,7 +120,12 @@ def write_random_sd15(path: str | Path, seed: int = 0, sample_size: int = 64) ->
     return path
 
 
-FINDINGS = ("no acute cardiopulmonary process", "small left pleural effusion", "mild cardiomegaly", "right lower lobe opacity")
+FINDINGS = (
+    "no acute cardiopulmonary process",
+    "small left pleural effusion",
+    "mild cardiomegaly",
+    "right lower lobe opacity",
+)
 
 
 def write_random_imagefolder(path: str | Path, count: int = 12, size: int = 64, seed: int = 0) -> Path:
@@ -126,6 +138,8 @@ def write_random_imagefolder(path: str | Path, count: int = 12, size: int = 64, 
     for i in range(count):
         name = f"images/{i:03d}.png"
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path / name)
-        rows.append({"file_name": name, "text": f"chest x-ray {i}: {FINDINGS[i % len(FINDINGS)]}", "subject_id": f"p{i // 2}"})
+        rows.append(
+            {"file_name": name, "text": f"chest x-ray {i}: {FINDINGS[i % len(FINDINGS)]}", "subject_id": f"p{i // 2}"}
+        )
     write_metadata(path, rows)
     return path

@@ -17,7 +17,9 @@ from memcontrol.models.pipeline import resolve_model_path
 from memcontrol.peft.base import PeftMethod
 
 
-def meta_unet(pretrained_model_name_or_path: str | None = None, architecture: str | None = None) -> UNet2DConditionModel:
+def meta_unet(
+    pretrained_model_name_or_path: str | None = None, architecture: str | None = None
+) -> UNet2DConditionModel:
     """The U-Net of a named architecture, else of a diffusers folder (default: the built-in model), without weights."""
     if architecture:
         return build_unet(architecture)
@@ -25,7 +27,9 @@ def meta_unet(pretrained_model_name_or_path: str | None = None, architecture: st
     try:
         config = UNet2DConditionModel.load_config(path, subfolder="unet", local_files_only=True)
     except (OSError, ValueError) as e:
-        raise UserError(f"--pretrained_model_name_or_path {path}: no readable unet/config.json ({type(e).__name__})") from None
+        raise UserError(
+            f"--pretrained_model_name_or_path {path}: no readable unet/config.json ({type(e).__name__})"
+        ) from None
     with torch.device("meta"):
         return UNet2DConditionModel.from_config(config)
 
@@ -43,7 +47,11 @@ def account(unet: torch.nn.Module, method: PeftMethod, mask: Sequence[int] | Non
     trainable = {path: p.numel() for path, p in unet.named_parameters() if p.requires_grad}
     return {
         "sites": [
-            {"site": site, "bit": bit, "trainable": sum(n for path, n in trainable.items() if path.startswith(site + "."))}
+            {
+                "site": site,
+                "bit": bit,
+                "trainable": sum(n for path, n in trainable.items() if path.startswith(site + ".")),
+            }
             for site, bit in zip(sites, mask)
         ],
         "trainable": sum(trainable.values()),
@@ -55,8 +63,10 @@ def account(unet: torch.nn.Module, method: PeftMethod, mask: Sequence[int] | Non
 def format_accounting(report: dict) -> str:
     """The report as a table for a terminal."""
     rows = [f"{s['bit']:>3}  {s['trainable']:>13,}  {s['site']}" for s in report["sites"]]
-    return "\n".join([
-        f"{'bit':>3}  {'trainable':>13}  site",
-        *(rows or ["  (no sites: this method takes no mask in this layout)"]),
-        f"trainable {report['trainable']:,} of {report['total']:,} U-Net parameters ({100 * report['fraction']:.4f}%)",
-    ])
+    return "\n".join(
+        [
+            f"{'bit':>3}  {'trainable':>13}  site",
+            *(rows or ["  (no sites: this method takes no mask in this layout)"]),
+            f"trainable {report['trainable']:,} of {report['total']:,} U-Net parameters ({100 * report['fraction']:.4f}%)",
+        ]
+    )

@@ -29,7 +29,9 @@ class AttentionTuning(PeftMethod):
             candidates = [(path, p) for path, p in unet.named_parameters() if "attentions" in path]
         else:
             candidates = [
-                (f"{path}.{name}", p) for path, layer in unet.named_modules() if isinstance(layer, Attention)
+                (f"{path}.{name}", p)
+                for path, layer in unet.named_modules()
+                if isinstance(layer, Attention)
                 for name, p in layer.named_parameters()
             ]
         return [p for path, p in candidates if on(path)]

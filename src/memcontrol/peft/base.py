@@ -45,12 +45,14 @@ class MethodConfig:
     """The options every method has, as they place its mask's sites; a method's own options extend these."""
 
     layout: str = opt(
-        "blocks", "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)",
+        "blocks",
+        "sites of the mask: blocks (one per Transformer2DModel block) or paper (the authors' 13/16-bit masks)",
         choices=LAYOUTS,
     )
     train_outside_sites: bool = opt(
-        False, "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); "
-        "`full` always does"
+        False,
+        "blocks layout: also train what the method has outside every site (resnets, norms, conv_in/out); "
+        "`full` always does",
     )
 
     def __post_init__(self):

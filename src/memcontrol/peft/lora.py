@@ -36,8 +36,11 @@ class LoRA(PeftMethod):
         except ImportError:
             raise UserError("--method lora needs peft, a memcontrol dependency: pip install peft") from None
         targets = [
-            f"{path}.{projection}" for path, layer in unet.named_modules() if isinstance(layer, Attention)
-            for projection in PROJECTIONS if on(f"{path}.{projection}")
+            f"{path}.{projection}"
+            for path, layer in unet.named_modules()
+            if isinstance(layer, Attention)
+            for projection in PROJECTIONS
+            if on(f"{path}.{projection}")
         ]
         if not targets:  # peft refuses an empty target list
             return []

@@ -29,7 +29,9 @@ class SearchedMask:
         """The mask checked against ``method``'s sites on ``unet``."""
         where = f"{self.flag} {self.path}"
         if method.name != self.method:
-            raise UserError(f"{where}: a mask of method {self.method!r}, not of --method {method.name!r} (give --method {self.method})")
+            raise UserError(
+                f"{where}: a mask of method {self.method!r}, not of --method {method.name!r} (give --method {self.method})"
+            )
         if not is_bit_string(self.mask):
             raise UserError(f"{where}: its mask {self.mask!r} is not a string of 0 and 1")
         sites = method.sites(unet)
@@ -58,7 +60,9 @@ def read_mask_file(path: str, flag: str) -> SearchedMask:
     learning_rate = data.get("learning_rate")
     if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))):
         raise UserError(f"{flag} {path}: its learning_rate {learning_rate!r} is not a number")
-    return SearchedMask(path, data["method"], data["mask"], None if learning_rate is None else float(learning_rate), flag)
+    return SearchedMask(
+        path, data["method"], data["mask"], None if learning_rate is None else float(learning_rate), flag
+    )
 
 
 def read_searched_mask(text: str | None) -> SearchedMask | None:

@@ -35,7 +35,9 @@ def singular_factors(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     rows, columns = as_matrix(weight).shape
     if weight.is_meta:  # parameter accounting: shapes are all it needs, and no SVD runs
         rank = min(rows, columns)
-        return tuple(torch.empty(shape, dtype=weight.dtype, device="meta") for shape in ((rows, rank), (rank,), (rank, columns)))
+        return tuple(
+            torch.empty(shape, dtype=weight.dtype, device="meta") for shape in ((rows, rank), (rank,), (rank, columns))
+        )
     return tuple(t.to(weight.dtype) for t in torch.linalg.svd(as_matrix(weight.detach()).float(), full_matrices=False))
 
 
@@ -53,7 +55,9 @@ class SpectralShift(nn.Module):
         super().__init__()
         for name, factor in zip(("u", "sigma", "vh"), factors):
             self.register_buffer(name, factor, persistent=False)  # recomputed from the base weight, never saved
-        self.delta = nn.Parameter(torch.zeros(len(self.sigma), device=self.sigma.device))  # float32, as every trainable weight
+        self.delta = nn.Parameter(
+            torch.zeros(len(self.sigma), device=self.sigma.device)
+        )  # float32, as every trainable weight
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         # W + U diag(ReLU(sigma + delta) - sigma) V^T is the definition (W = U diag(sigma) V^T), written so
@@ -102,8 +106,11 @@ class SVDiff(PeftMethod):
 
     def param_groups(self, unet: nn.Module, params: list[nn.Parameter], learning_rate: float) -> list[dict]:
         norm_deltas = {
-            id(shift.delta) for layer in unet.modules() if isinstance(layer, NORMS)
-            for shift in layer.modules() if isinstance(shift, SpectralShift)
+            id(shift.delta)
+            for layer in unet.modules()
+            if isinstance(layer, NORMS)
+            for shift in layer.modules()
+            if isinstance(shift, SpectralShift)
         }
         groups = [
             {"params": [p for p in params if id(p) not in norm_deltas], "lr": learning_rate},

@@ -1,8 +1,8 @@
 """A fine-tuned model on disk = the base model's path + only what was trained + a manifest.
 
-    model_dir/
-      trained.safetensors   the method's trained tensors (the whole U-Net for `full`)
-      manifest.json         base model, method, mask, config, data fingerprint, results
+model_dir/
+  trained.safetensors   the method's trained tensors (the whole U-Net for `full`)
+  manifest.json         base model, method, mask, config, data fingerprint, results
 """
 
 from __future__ import annotations
@@ -31,23 +31,30 @@ def base_model_reference(name_or_path: str | None) -> str:
     return "builtin" if path == BUILTIN_MODEL_DIR else str(path.resolve())
 
 
-def save_trained(model_dir: str | Path, pipe: StableDiffusionPipeline, method: PeftMethod, mask: Mask, manifest: dict) -> Path:
+def save_trained(
+    model_dir: str | Path, pipe: StableDiffusionPipeline, method: PeftMethod, mask: Mask, manifest: dict
+) -> Path:
     model_dir = ensure_writable_dir(model_dir)
     with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
         save_file(method.trained_state(pipe.unet), str(tmp))
-    write_json(model_dir / MANIFEST_FILE, {
-        **manifest,
-        "method": method.name,
-        "mask": "".join(map(str, mask)),
-        "memcontrol_version": memcontrol.__version__,
-    })
+    write_json(
+        model_dir / MANIFEST_FILE,
+        {
+            **manifest,
+            "method": method.name,
+            "mask": "".join(map(str, mask)),
+            "memcontrol_version": memcontrol.__version__,
+        },
+    )
     return model_dir
 
 
 def read_manifest(model_dir: str | Path) -> dict:
     path = Path(model_dir) / MANIFEST_FILE
     if not path.is_file():
-        raise UserError(f"--model_dir {model_dir}: no {MANIFEST_FILE}; expected the output folder of `memcontrol train`")
+        raise UserError(
+            f"--model_dir {model_dir}: no {MANIFEST_FILE}; expected the output folder of `memcontrol train`"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:

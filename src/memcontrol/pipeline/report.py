@@ -47,7 +47,11 @@ def _percent(record: dict) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(map(format_number, r)) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(map(format_number, r)) + " |" for r in rows),
+    ]
 
 
 def write_report(output_dir: Path) -> Path:
@@ -62,7 +66,8 @@ def write_report(output_dir: Path) -> Path:
         "",
         f"Base model `{manifest['base_model']}`, data `{options['data.train_data_dir'] or 'builtin:digits'}` "
         f"(fingerprint `{data['fingerprint']}`). Objectives of the search: "
-        + ", ".join(f"{o.label} ({o.direction})" for o in objectives) + ".",
+        + ", ".join(f"{o.label} ({o.direction})" for o in objectives)
+        + ".",
         "",
         *_test_section(manifest, metrics, len(data["dmem"])),
         *_search_section(search, pareto, data, options, objectives),
@@ -79,7 +84,9 @@ def write_report(output_dir: Path) -> Path:
 def _test_section(manifest: dict, metrics: dict, dmem_size: int) -> list[str]:
     arrows = {True: " ↑", False: " ↓", None: ""}  # None: a count, neither better nor worse
     rows = [
-        [f"{label}{arrows[higher]}", metrics[key]] for key, label, higher in TEST_METRICS if metrics.get(key) is not None
+        [f"{label}{arrows[higher]}", metrics[key]]
+        for key, label, higher in TEST_METRICS
+        if metrics.get(key) is not None
     ]
     extraction = Path("evaluation") / "extraction.png"
     return [
@@ -101,13 +108,21 @@ def _search_section(search: Path, pareto: dict, data: dict, options: dict, objec
         states = Counter(row["state"] for row in csv.DictReader(f))
     names = [o.name for o in objectives]
     front = [
-        [r["number"], r["method"], f"`{r['mask']}`", r["learning_rate"], *(r["metrics"][n] for n in names),
-         _percent(r), "**chosen**" if r["chosen"] else ""]
+        [
+            r["number"],
+            r["method"],
+            f"`{r['mask']}`",
+            r["learning_rate"],
+            *(r["metrics"][n] for n in names),
+            _percent(r),
+            "**chosen**" if r["chosen"] else "",
+        ]
         for r in sorted(pareto["front"], key=lambda r: r["metrics"][names[0]])
     ]
     baselines = [
         [r["method"], r["learning_rate"], *(r["metrics"][n] for n in names), _percent(r)]
-        for r in pareto["baselines"].values() if r["state"] == "complete"
+        for r in pareto["baselines"].values()
+        if r["state"] == "complete"
     ]
     sampler, steps = options["search.sampler"], options["search.trial_train_steps"] or options["train.max_train_steps"]
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
@@ -130,8 +145,12 @@ def _search_section(search: Path, pareto: dict, data: dict, options: dict, objec
         "",
     ]
     if baselines:
-        lines += ["Baselines, every site on, trained and measured as the trials were:", "",
-                  *markdown_table(["method", "learning rate", *names, "trainable"], baselines), ""]
+        lines += [
+            "Baselines, every site on, trained and measured as the trials were:",
+            "",
+            *markdown_table(["method", "learning rate", *names, "trainable"], baselines),
+            "",
+        ]
     return lines
 
 
@@ -140,14 +159,20 @@ def _train_section(manifest: dict) -> list[str]:
     return [
         "## Stage 2: fine-tuning with the chosen mask",
         "",
-        *markdown_table(["", ""], [
-            ["method, mask", f"{manifest['method']}, `{manifest['mask']}`"],
-            ["learning rate", config["learning_rate"]],
-            ["steps x batch", f"{result['steps']} x {config['train_batch_size']}"],
-            ["trained parameters", f"{result['trainable_parameters']:,} of {result['total_parameters']:,} ({_percent(result)})"],
-            ["final loss", result["final_loss"]],
-            ["training time (s)", result["seconds"]],
-        ]),
+        *markdown_table(
+            ["", ""],
+            [
+                ["method, mask", f"{manifest['method']}, `{manifest['mask']}`"],
+                ["learning rate", config["learning_rate"]],
+                ["steps x batch", f"{result['steps']} x {config['train_batch_size']}"],
+                [
+                    "trained parameters",
+                    f"{result['trainable_parameters']:,} of {result['total_parameters']:,} ({_percent(result)})",
+                ],
+                ["final loss", result["final_loss"]],
+                ["training time (s)", result["seconds"]],
+            ],
+        ),
         "",
         "Samples (top row: D_mem prompts, where memorization shows; bottom row: validation prompts):",
         "",

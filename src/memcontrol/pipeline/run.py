@@ -28,9 +28,9 @@ from memcontrol.metrics.run import run_evaluate
 from memcontrol.pipeline.report import REPORT, write_report
 from memcontrol.pipeline.stages import Stage, run_stages, stages_done
 from memcontrol.runtime import launched_processes, one_process_environment, process_rank
+from memcontrol.search.results import BEST_MASK
 from memcontrol.search.run import run_search
 from memcontrol.search.run_config import OPERATIONAL, RunConfig
-from memcontrol.search.results import BEST_MASK
 from memcontrol.train.run import resumed, run_train
 
 RUN_FILE = "run.json"
@@ -44,7 +44,10 @@ def _search(job: RunConfig, output_dir: Path, progress: bool) -> None:
         return
     # One of the launched processes' search workers: a trial is one process's fine-tune, so the worker runs in a
     # child without the launcher's variables (its accelerate state is not distributed), on this process's GPU.
-    with _environment(one_process_environment()), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with (
+        _environment(one_process_environment()),
+        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool,
+    ):
         pool.submit(run_search, job, output_dir / SEARCH_DIR, progress=progress).result()
 
 
@@ -65,7 +68,10 @@ def _train(job: RunConfig, output_dir: Path, progress: bool) -> None:
     """fine-tune with the chosen mask on the full training split"""
     best = json.loads((output_dir / SEARCH_DIR / BEST_MASK).read_text())
     train = dataclasses.replace(
-        job.train, method=best["method"], mask=best["mask"], learning_rate=best["learning_rate"],
+        job.train,
+        method=best["method"],
+        mask=best["mask"],
+        learning_rate=best["learning_rate"],
         resume_from_checkpoint=resumed(job.train),
     )
     run_train(job.model, job.data, train, job.sample, output_dir / MODEL_DIR, progress=progress)
@@ -82,7 +88,10 @@ def _report(job: RunConfig, output_dir: Path, progress: bool) -> None:
 
 
 STAGES: dict[str, Stage] = {
-    "search": _search, "train": _train, "evaluate": _evaluate, "report": _report,
+    "search": _search,
+    "train": _train,
+    "evaluate": _evaluate,
+    "report": _report,
 }
 SHARED_STAGES = ("search", "train")  # those every launched process works on; the main process does the others
 
@@ -94,7 +103,9 @@ def run_pipeline(job: RunConfig, output_dir: str | Path, *, progress: bool = Tru
         _share_the_work(job, output_dir)
         return output_dir / REPORT
     options = {k: v for k, v in job.options().items() if k not in OPERATIONAL}
-    run_stages(STAGES, job, output_dir, RUN_FILE, options, RunConfig.with_defaults().options(), progress=progress, label="run")
+    run_stages(
+        STAGES, job, output_dir, RUN_FILE, options, RunConfig.with_defaults().options(), progress=progress, label="run"
+    )
     return output_dir / REPORT
 
 

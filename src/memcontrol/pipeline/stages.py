@@ -26,7 +26,15 @@ RENAMED_VALUES = {1: {"search.pick_rule": {"mean": "normalized_mean"}}}
 
 
 def run_stages(
-    stages: dict[str, Stage], job: Any, directory: Path, state_file: str, options: dict, defaults: dict, *, progress: bool, label: str
+    stages: dict[str, Stage],
+    job: Any,
+    directory: Path,
+    state_file: str,
+    options: dict,
+    defaults: dict,
+    *,
+    progress: bool,
+    label: str,
 ) -> None:
     """Run the ``stages`` not done yet in ``directory``, recording each in ``state_file`` when done.
 

@@ -51,20 +51,46 @@ def _shape_classifier():
     return LogisticRegression(max_iter=5000).fit(shape_crops((images[large] + 1) / 2), labels)
 
 
-def shape_accuracy(pipe: StableDiffusionPipeline, *, samples_per_shape: int = 16, guidance_scale: float, num_inference_steps: int, seed: int = 0) -> float:
+def shape_accuracy(
+    pipe: StableDiffusionPipeline,
+    *,
+    samples_per_shape: int = 16,
+    guidance_scale: float,
+    num_inference_steps: int,
+    seed: int = 0,
+) -> float:
     positions = [*QUARTERS, "center"]
     prompts = [f"a large bright {s} {positions[i % len(positions)]}" for s in SHAPES for i in range(samples_per_shape)]
-    images = generate(pipe, prompts, seed=seed, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, batch_size=64, progress=False)
+    images = generate(
+        pipe,
+        prompts,
+        seed=seed,
+        guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps,
+        batch_size=64,
+        progress=False,
+    )
     expected = np.repeat(np.array(SHAPES), samples_per_shape)
     return float((_shape_classifier().predict(shape_crops(images)) == expected).mean())
 
 
 def position_accuracy(
-    pipe: StableDiffusionPipeline, *, samples_per_quarter: int = 16, guidance_scale: float, num_inference_steps: int, seed: int = 0
+    pipe: StableDiffusionPipeline,
+    *,
+    samples_per_quarter: int = 16,
+    guidance_scale: float,
+    num_inference_steps: int,
+    seed: int = 0,
 ) -> float:
     prompts = [f"a large bright circle {q}" for q in QUARTERS for _ in range(samples_per_quarter)]
     images = generate(
-        pipe, prompts, seed=seed, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, batch_size=64, progress=False
+        pipe,
+        prompts,
+        seed=seed,
+        guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps,
+        batch_size=64,
+        progress=False,
     )
     expected = torch.arange(len(QUARTERS)).repeat_interleave(samples_per_quarter)
     return float((brightest_quarter(images) == expected).float().mean())

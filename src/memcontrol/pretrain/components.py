@@ -32,12 +32,20 @@ VAE_CONFIG = dict(
     mid_block_add_attention=False,
 )
 TEXT_ENCODER_CONFIG = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=MAX_TOKENS
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=MAX_TOKENS,
 )
 # Cosine schedule: the linear one of SD leaves too much signal at t = T for 16 px images.
 # clip_sample=False: latents are not bounded to [-1, 1].
 SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
 )
 
 

@@ -26,12 +26,30 @@ from memcontrol.data.vocabulary import DIGIT_NAMES
 SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = {"small": 0.13, "large": 0.22}  # radius as a share of the side
 BRIGHTNESS = {"bright": 1.0, "dark": 0.45}
-POSITIONS = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75), "bottom right": (0.75, 0.75), "center": (0.5, 0.5)}
+POSITIONS = {
+    "top left": (0.25, 0.25),
+    "top right": (0.75, 0.25),
+    "bottom left": (0.25, 0.75),
+    "bottom right": (0.75, 0.75),
+    "center": (0.5, 0.5),
+}
 PHOTOS = {
-    "astronaut": skdata.astronaut, "cameraman": skdata.camera, "cat": skdata.chelsea, "coffee": skdata.coffee,
-    "coins": skdata.coins, "horse": skdata.horse, "moon": skdata.moon, "rocket": skdata.rocket,
-    "brick": skdata.brick, "grass": skdata.grass, "gravel": skdata.gravel, "clock": skdata.clock,
-    "galaxy": skdata.hubble_deep_field, "tissue": skdata.immunohistochemistry, "page": skdata.page, "text": skdata.text,
+    "astronaut": skdata.astronaut,
+    "cameraman": skdata.camera,
+    "cat": skdata.chelsea,
+    "coffee": skdata.coffee,
+    "coins": skdata.coins,
+    "horse": skdata.horse,
+    "moon": skdata.moon,
+    "rocket": skdata.rocket,
+    "brick": skdata.brick,
+    "grass": skdata.grass,
+    "gravel": skdata.gravel,
+    "clock": skdata.clock,
+    "galaxy": skdata.hubble_deep_field,
+    "tissue": skdata.immunohistochemistry,
+    "page": skdata.page,
+    "text": skdata.text,
 }
 SHAPE_CAPTION = "a {size} {brightness} {shape} {position}"
 PHOTO_CAPTION = "a photo of a {name}"
@@ -45,7 +63,11 @@ TYPEFACES = (
     *(f"DejaVuSansMono{v}.ttf" for v in ("", "-Bold", "-Oblique", "-BoldOblique")),
     *(f"DejaVuSerif{v}.ttf" for v in ("", "-Bold", "-Italic", "-BoldItalic")),
     *(f"STIXGeneral{v}.ttf" for v in ("", "Bol", "Italic", "BolIta")),
-    "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmss10.ttf", "cmtt10.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmti10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
 )
 # The fine-tuning captions' pattern ("a handwritten digit seven") with another pretraining word in the style
 # slot: the digit word decides the image whatever word stands before "digit", as "handwritten" will. The slot
@@ -129,10 +151,14 @@ def draw_digits(
 
 SLOT_WORDS = tuple(sorted({*SHAPES, *SIZES, *BRIGHTNESS, *PHOTOS}))
 PRETRAIN_WORDS = tuple(
-    sorted({
-        w for text in (*SLOT_WORDS, *POSITIONS, SHAPE_CAPTION, PHOTO_CAPTION, DIGIT_STYLE_CAPTION)
-        for w in text.split() if "{" not in w
-    })
+    sorted(
+        {
+            w
+            for text in (*SLOT_WORDS, *POSITIONS, SHAPE_CAPTION, PHOTO_CAPTION, DIGIT_STYLE_CAPTION)
+            for w in text.split()
+            if "{" not in w
+        }
+    )
 )
 
 
@@ -154,7 +180,9 @@ def draw_shapes(n: int, resolution: int, rng: np.random.Generator) -> tuple[torc
     y, x = np.mgrid[0:side, 0:side] + 0.5
     images, captions = np.zeros((n, 3, side, side), np.float32), []
     for i in range(n):
-        shape, size, brightness, position = (rng.choice(list(options)) for options in (SHAPES, SIZES, BRIGHTNESS, POSITIONS))
+        shape, size, brightness, position = (
+            rng.choice(list(options)) for options in (SHAPES, SIZES, BRIGHTNESS, POSITIONS)
+        )
         cx, cy = (np.array(POSITIONS[position]) + rng.uniform(-0.05, 0.05, 2)) * side
         mask = shape_mask(shape, x - cx, y - cy, SIZES[size] * side)
         images[i][:, mask] = BRIGHTNESS[brightness]

@@ -40,7 +40,9 @@ class PretrainConfig:
     check_samples: int = opt(16, "samples per shape, quarter and digit in the caption-following checks", min=1)
 
 
-def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig, accelerator: Accelerator, progress: bool = True) -> dict:
+def pretrain(
+    output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig, accelerator: Accelerator, progress: bool = True
+) -> dict:
     """Pretrain the VAE (or reuse one), then the U-Net (or continue one) under the frozen text encoder; save the folder.
 
     The text encoder keeps its random initialisation: with word-level tokens a frozen random encoder
@@ -53,14 +55,17 @@ def pretrain(output_dir: str | Path, cfg: PretrainConfig, train_cfg: TrainConfig
         # The U-Net learned its captions through that folder's frozen encoder; a reseeded one would mean other words.
         pipe.unet, pipe.text_encoder, pipe.tokenizer = load_conditioned_unet(cfg.unet_from)
     pipe.to(accelerator.device)
-    images, captions = general_domain(
-        cfg.num_images, RESOLUTION, seed=train_cfg.seed, digit_share=cfg.digit_share
-    )
+    images, captions = general_domain(cfg.num_images, RESOLUTION, seed=train_cfg.seed, digit_share=cfg.digit_share)
     if cfg.vae_from:
         report = measure_vae(pipe.vae, images)
     else:
         report = train_vae(
-            pipe.vae, images, steps=cfg.vae_steps, learning_rate=cfg.vae_learning_rate, seed=train_cfg.seed, progress=progress
+            pipe.vae,
+            images,
+            steps=cfg.vae_steps,
+            learning_rate=cfg.vae_learning_rate,
+            seed=train_cfg.seed,
+            progress=progress,
         )
     pipe.vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)

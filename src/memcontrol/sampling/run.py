@@ -37,7 +37,9 @@ def run_generate(
         prompts = (prompts * num_images)[:num_images] if len(prompts) < num_images else prompts
     settings = sample_settings(base_model, sample_cfg)
     resolution = data_cfg.resolution or native_resolution(pipe)
-    images = generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=sample_cfg.sample_batch_size, **settings)
+    images = generate(
+        pipe, prompts, seed=seed, resolution=resolution, batch_size=sample_cfg.sample_batch_size, **settings
+    )
     grid = save_images(images, output_dir)
     write_json(output_dir / "prompts.json", {"prompts": prompts, "seed": seed, "model_dir": model_dir, **settings})
     return grid

@@ -21,14 +21,23 @@ def sample_settings(base_model: str | None, sample_cfg: SampleConfig) -> dict:
     """Guidance and steps from the flags, else from the base model folder's recommendation."""
     recommended = recommendations(base_model)
     return {
-        "guidance_scale": sample_cfg.guidance_scale if sample_cfg.guidance_scale is not None else recommended["guidance_scale"],
+        "guidance_scale": sample_cfg.guidance_scale
+        if sample_cfg.guidance_scale is not None
+        else recommended["guidance_scale"],
         "num_inference_steps": sample_cfg.num_inference_steps or recommended["num_inference_steps"],
     }
 
 
 def sample_grid(
-    pipe: StableDiffusionPipeline, data: PreparedData, resolution: int, settings: dict, batch_size: int, seed: int,
-    output_dir: Path, progress: bool, made: dict[str, torch.Tensor] | None = None,
+    pipe: StableDiffusionPipeline,
+    data: PreparedData,
+    resolution: int,
+    settings: dict,
+    batch_size: int,
+    seed: int,
+    output_dir: Path,
+    progress: bool,
+    made: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Samples for D_mem captions (memorization shows here) and for validation captions (quality), image i of each
     group from seed + i; ``made``: a group's images already generated so (by "dmem" or "validation"), not made again."""
@@ -38,8 +47,11 @@ def sample_grid(
         return
     made = made or {}
     images = [
-        made[name] if name in made and len(made[name]) == len(prompts)
-        else generate(pipe, prompts, seed=seed, resolution=resolution, batch_size=batch_size, progress=progress, **settings)
+        made[name]
+        if name in made and len(made[name]) == len(prompts)
+        else generate(
+            pipe, prompts, seed=seed, resolution=resolution, batch_size=batch_size, progress=progress, **settings
+        )
         for name, prompts in groups.items()
     ]
     save_images(torch.cat(images), output_dir / "samples", columns=SAMPLE_PROMPTS)

@@ -14,6 +14,19 @@ from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import Proposal, SearchSpace, search_spaces
 
 __all__ = [
-    "CROSSOVERS", "OBJECTIVES", "PICK_RULES", "SAMPLERS", "STRATEGIES", "RunConfig", "Objective", "Proposal", "SearchSpace",
-    "get_objectives", "hypervolume", "pareto_mask", "pick", "run_search", "search_spaces",
+    "CROSSOVERS",
+    "OBJECTIVES",
+    "PICK_RULES",
+    "SAMPLERS",
+    "STRATEGIES",
+    "RunConfig",
+    "Objective",
+    "Proposal",
+    "SearchSpace",
+    "get_objectives",
+    "hypervolume",
+    "pareto_mask",
+    "pick",
+    "run_search",
+    "search_spaces",
 ]

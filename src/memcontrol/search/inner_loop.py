@@ -71,13 +71,21 @@ class InnerLoop:
         self.base_unet = copy.deepcopy(self.pipe.unet).to("cpu")
         self.method_caches: dict[str, dict] = {}  # per method, what it computes once for all trials (SV-DIFF's SVDs)
         self.resolution = job.data.resolution or native_resolution(self.pipe)
-        self.training_set = build_training_set(self.pipe, training, self.resolution, job.data.dataloader_num_workers, progress=False)
+        self.training_set = build_training_set(
+            self.pipe, training, self.resolution, job.data.dataloader_num_workers, progress=False
+        )
         self.settings = trial_settings(job)
         builtin = is_builtin(job.data.train_data_dir)
         extractor = feature_extractor(job.features, builtin, self.accelerator.device)
         self.metrics = TrialMetrics(
-            objectives, validation=data.splits["validation"], dmem=data.dmem, training=training, resolution=self.resolution,
-            extractor=extractor, settings=self.settings, class_of=caption_classes(job.features, builtin, extractor),
+            objectives,
+            validation=data.splits["validation"],
+            dmem=data.dmem,
+            training=training,
+            resolution=self.resolution,
+            extractor=extractor,
+            settings=self.settings,
+            class_of=caption_classes(job.features, builtin, extractor),
             clip_model=job.features.clip_model,
         )
 
@@ -102,10 +110,15 @@ class InnerLoop:
         # making a proposal's result depend on the trials that ran before it on this worker.
         self.accelerator = make_accelerator(job.model)
         pipe.unet = copy.deepcopy(self.base_unet).to(self.accelerator.device)
-        method = get_method(proposal.method, job.train.plugin_options, self.method_caches.setdefault(proposal.method, {}))
+        method = get_method(
+            proposal.method, job.train.plugin_options, self.method_caches.setdefault(proposal.method, {})
+        )
         mask = method.check_mask(pipe.unet, proposal.mask)
         train = dataclasses.replace(
-            job.train, method=proposal.method, mask=proposal.mask_text, learning_rate=proposal.learning_rate,
+            job.train,
+            method=proposal.method,
+            mask=proposal.mask_text,
+            learning_rate=proposal.learning_rate,
             max_train_steps=job.search.trial_train_steps or job.train.max_train_steps,
         )
         result = fine_tune(pipe, method, mask, self.training_set, train, self.accelerator, progress=False)
@@ -152,13 +165,19 @@ class MaskObjective:
             raise optuna.TrialPruned("the study already holds its trials")
         proposal = self.space.suggest(trial)
         record = {
-            "study": trial.study.study_name, "number": trial.number, "method": proposal.method, "mask": proposal.mask_text,
-            "learning_rate": proposal.learning_rate, "worker": WORKER,
+            "study": trial.study.study_name,
+            "number": trial.number,
+            "method": proposal.method,
+            "mask": proposal.mask_text,
+            "learning_rate": proposal.learning_rate,
+            "worker": WORKER,
         }
         for key in ("method", "mask", "learning_rate", "worker"):
             trial.set_user_attr(key, record[key])
         twin = _earlier_twin(trial.study, trial.number, record)
-        if twin is not None:  # the inner loop is seeded: it would only repeat that trial (uncounted; the sampler tries again)
+        if (
+            twin is not None
+        ):  # the inner loop is seeded: it would only repeat that trial (uncounted; the sampler tries again)
             trial.set_user_attr(DUPLICATE_OF, twin)
             raise optuna.TrialPruned(f"the same proposal as trial {twin}")
         trial_dir = self.trials_dir / trial.study.study_name / f"{trial.number:04d}"

@@ -84,7 +84,9 @@ class TrialMetrics:
     def _check(self, class_of, clip_model) -> None:
         """Fail before the first trial, not in every one."""
         if "alignment" in self.names and class_of is None:
-            raise UserError("objective 'alignment': needs the built-in domain encoder on built-in data (--feature_extractor auto)")
+            raise UserError(
+                "objective 'alignment': needs the built-in domain encoder on built-in data (--feature_extractor auto)"
+            )
         if "clip_score" in self.names and not clip_model:
             raise UserError("objective 'clip_score': needs --clip_model, a local CLIP folder")
         if self.needs & {"dmem", "extraction"} and not self.dmem:
@@ -93,7 +95,9 @@ class TrialMetrics:
             raise UserError(f"objectives on samples: need at least 2 validation examples, got {len(self.validation)}")
 
     def _features(self, examples: list[Example]) -> torch.Tensor:
-        return features_of_examples(self.extractor, examples, self.resolution, batch_size=self.settings.feature_batch_size, progress=False)
+        return features_of_examples(
+            self.extractor, examples, self.resolution, batch_size=self.settings.feature_batch_size, progress=False
+        )
 
     def __call__(
         self, pipe: StableDiffusionPipeline, output_dir: Path, keep: int = 0
@@ -107,7 +111,15 @@ class TrialMetrics:
         sinks = {"validation": FirstImages(keep), "dmem": FirstImages(keep if s.dmem_samples_per_prompt == 1 else 0)}
         if "samples" in self.needs:
             generated, alignment, clip = score_samples(
-                pipe, self.validation, self.resolution, s, self.extractor, self.judge, self.class_of, self.clip, False,
+                pipe,
+                self.validation,
+                self.resolution,
+                s,
+                self.extractor,
+                self.judge,
+                self.class_of,
+                self.clip,
+                False,
                 on_images=sinks["validation"].sink,
             )
             values.update(alignment=alignment, clip_score=clip)

@@ -42,19 +42,25 @@ from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import PreparedData
 from memcontrol.errors import UserError
 from memcontrol.io import atomic_path, write_json, write_text
+from memcontrol.metrics.evaluate import EvalConfig
 from memcontrol.peft import PeftMethod, get_method
 from memcontrol.peft.accounting import meta_unet
 from memcontrol.runtime import make_accelerator
-from memcontrol.metrics.evaluate import EvalConfig
 from memcontrol.search.inner_loop import InnerLoop, MaskObjective, TrialFailed, trial_settings
 from memcontrol.search.objectives import Objective, TrialMetrics
+from memcontrol.search.outer_loop import (
+    DUPLICATES_PER_TRIAL,
+    ONESHOT,
+    STRATEGIES,
+    Strategy,
+    finished_count,
+    make_sampler,
+    run_trials,
+)
 from memcontrol.search.pick import REFERENCE, hypervolume, normalise, pareto_mask, pick
 from memcontrol.search.results import trial_row
 from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import SearchSpace
-from memcontrol.search.outer_loop import (
-    DUPLICATES_PER_TRIAL, ONESHOT, STRATEGIES, Strategy, finished_count, make_sampler, run_trials,
-)
 from memcontrol.train.engine import fine_tune
 from memcontrol.train.run import merge_for_sampling
 
@@ -103,12 +109,19 @@ class Supernet:
 
     def __init__(self, unet: nn.Module, method: PeftMethod, governed: dict[str, int], n_sites: int, base: nn.Module):
         self.unet, self.method, self.n_sites, self.base = unet, method, n_sites, base
-        self.site_of = {name: governed[_plain_name(name)] for name, p in unet.named_parameters()
-                        if p.requires_grad and _plain_name(name) in governed}
+        self.site_of = {
+            name: governed[_plain_name(name)]
+            for name, p in unet.named_parameters()
+            if p.requires_grad and _plain_name(name) in governed
+        }
         self.initial = {name: p.detach().clone() for name, p in unet.named_parameters() if name in self.site_of}
 
     def off_parameters(self, mask: Sequence[int]) -> list[tuple[str, nn.Parameter]]:
-        return [(name, p) for name, p in self.unet.named_parameters() if name in self.site_of and not mask[self.site_of[name]]]
+        return [
+            (name, p)
+            for name, p in self.unet.named_parameters()
+            if name in self.site_of and not mask[self.site_of[name]]
+        ]
 
     def masked_copy(self, mask: Sequence[int]) -> nn.Module:
         """The model ``mask`` describes: the base U-Net adapted with ``mask`` (stand-alone, as a trial's), its
@@ -148,17 +161,21 @@ class Supernet:
 def _adapted(job: RunConfig, inner: InnerLoop, space: SearchSpace) -> tuple[PeftMethod, dict[str, int], int]:
     """The space's method (with the inner loop's cache), its governed parameters and its number of sites;
     the inner loop's pipeline gets a fresh copy of the base U-Net."""
-    (name, sites), = space.sites.items()
+    ((name, sites),) = space.sites.items()
     governed = governed_parameters(get_method(name, job.train.plugin_options), job.model.pretrained_model_name_or_path)
     inner.accelerator = make_accelerator(job.model)
     inner.pipe.unet = copy.deepcopy(inner.base_unet).to(inner.accelerator.device)
     return get_method(name, job.train.plugin_options, inner.method_caches.setdefault(name, {})), governed, len(sites)
 
 
-def train_supernet(job: RunConfig, inner: InnerLoop, space: SearchSpace, learning_rate: float, steps: int) -> tuple[Supernet, dict]:
+def train_supernet(
+    job: RunConfig, inner: InnerLoop, space: SearchSpace, learning_rate: float, steps: int
+) -> tuple[Supernet, dict]:
     """Train the supernet on the inner loop's proxy set; return it and its compute."""
     method, governed, n_sites = _adapted(job, inner, space)
-    train = dataclasses.replace(job.train, method=method.name, mask=None, learning_rate=learning_rate, max_train_steps=steps)
+    train = dataclasses.replace(
+        job.train, method=method.name, mask=None, learning_rate=learning_rate, max_train_steps=steps
+    )
     pipe, made = inner.pipe, []
 
     def step_context(step: int):
@@ -166,8 +183,16 @@ def train_supernet(job: RunConfig, inner: InnerLoop, space: SearchSpace, learnin
             made.append(Supernet(pipe.unet, method, governed, n_sites, inner.base_unet))
         return made[0].step_context(step, job.search.search_seed)
 
-    result = fine_tune(pipe, method, (1,) * n_sites, inner.training_set, train, inner.accelerator, progress=False,
-                       step_context=step_context)
+    result = fine_tune(
+        pipe,
+        method,
+        (1,) * n_sites,
+        inner.training_set,
+        train,
+        inner.accelerator,
+        progress=False,
+        step_context=step_context,
+    )
     inner.accelerator.free_memory()
     if not made:  # nothing to train: no step ran
         made.append(Supernet(pipe.unet, method, governed, n_sites, inner.base_unet))
@@ -198,20 +223,38 @@ class OneShotScorer:
     """A mask's objectives from the supernet at the one-shot fidelity; each mask once."""
 
     def __init__(
-        self, job: RunConfig, inner: InnerLoop, supernet: Supernet, objectives: Sequence[Objective], training: list[Example],
+        self,
+        job: RunConfig,
+        inner: InnerLoop,
+        supernet: Supernet,
+        objectives: Sequence[Objective],
+        training: list[Example],
         work_dir: Path,
     ):
         cfg, data = job.search, inner.data
         settings = dataclasses.replace(
-            inner.settings, fid_samples=cfg.oneshot_fid_samples,
+            inner.settings,
+            fid_samples=cfg.oneshot_fid_samples,
             num_inference_steps=cfg.oneshot_inference_steps or inner.settings.num_inference_steps,
         )
         self.metrics = TrialMetrics(
-            objectives, validation=data.splits["validation"], dmem=data.dmem[: cfg.oneshot_dmem_prompts or None],
-            training=training, resolution=inner.resolution, extractor=inner.metrics.extractor, settings=settings,
-            class_of=inner.metrics.class_of, clip_model=job.features.clip_model,
+            objectives,
+            validation=data.splits["validation"],
+            dmem=data.dmem[: cfg.oneshot_dmem_prompts or None],
+            training=training,
+            resolution=inner.resolution,
+            extractor=inner.metrics.extractor,
+            settings=settings,
+            class_of=inner.metrics.class_of,
+            clip_model=job.features.clip_model,
         )
-        self.job, self.inner, self.supernet, self.objectives, self.work_dir = job, inner, supernet, list(objectives), work_dir
+        self.job, self.inner, self.supernet, self.objectives, self.work_dir = (
+            job,
+            inner,
+            supernet,
+            list(objectives),
+            work_dir,
+        )
         self.scores: dict[str, dict[str, float]] = {}
         self.seconds = 0.0
 
@@ -230,9 +273,16 @@ class OneShotScorer:
     def compute(self) -> dict:
         s, m = self.metrics.settings, self.metrics
         per_mask = images_per_measurement(self.objectives, s, len(m.validation), len(m.dmem))
-        return {"masks": len(self.scores), "steps": 0, "images_sampled": per_mask * len(self.scores), "images_per_mask": per_mask,
-                "fid_samples": len(self.metrics.validation), "dmem_prompts": len(self.metrics.dmem),
-                "inference_steps": s.num_inference_steps, "seconds": round(self.seconds, 2)}
+        return {
+            "masks": len(self.scores),
+            "steps": 0,
+            "images_sampled": per_mask * len(self.scores),
+            "images_per_mask": per_mask,
+            "fid_samples": len(self.metrics.validation),
+            "dmem_prompts": len(self.metrics.dmem),
+            "inference_steps": s.num_inference_steps,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def score_masks(scorer: OneShotScorer, space: SearchSpace, cfg) -> None:
@@ -243,7 +293,9 @@ def score_masks(scorer: OneShotScorer, space: SearchSpace, cfg) -> None:
         for mask in itertools.product((0, 1), repeat=len(sites)):
             scorer(mask)
         return
-    study = optuna.create_study(directions=[o.direction for o in scorer.objectives], sampler=make_sampler(cfg, cfg.search_seed))
+    study = optuna.create_study(
+        directions=[o.direction for o in scorer.objectives], sampler=make_sampler(cfg, cfg.search_seed)
+    )
     for _ in range(DUPLICATES_PER_TRIAL * cfg.oneshot_masks):
         if len(scorer.scores) >= cfg.oneshot_masks:
             return
@@ -261,7 +313,9 @@ def masks_to_confirm(points: np.ndarray, count: int, pick_rule: str) -> list[int
     chosen = [pick(points, pick_rule)]
     scaled, reference = normalise(points), np.full(points.shape[1], REFERENCE)
     while len(chosen) < min(count, len(front)):
-        chosen.append(max((i for i in front if i not in chosen), key=lambda i: hypervolume(scaled[chosen + [i]], reference)))
+        chosen.append(
+            max((i for i in front if i not in chosen), key=lambda i: hypervolume(scaled[chosen + [i]], reference))
+        )
     return chosen
 
 
@@ -295,7 +349,12 @@ def run_oneshot(
     learning_rate = supernet_learning_rate(space)
     trial_steps = cfg.trial_train_steps or job.train.max_train_steps
     steps = cfg.supernet_train_steps or trial_steps
-    supernet_setup = {**setup, "supernet_train_steps": steps, "supernet_learning_rate": learning_rate, "search_seed": cfg.search_seed}
+    supernet_setup = {
+        **setup,
+        "supernet_train_steps": steps,
+        "supernet_learning_rate": learning_rate,
+        "search_seed": cfg.search_seed,
+    }
     scoring_setup = {**supernet_setup, **{f"search.{k}": getattr(cfg, k) for k in SCORING_OPTIONS}}
     scores = _recorded(work / SCORES_JSON, scoring_setup)
     if scores is None:
@@ -315,17 +374,29 @@ def run_oneshot(
         write_json(work / SCORES_JSON, scores)
     masks = [m for m in sorted(scores["scores"]) if np.isfinite(oriented(scores["scores"][m], objectives)).all()]
     if not masks:
-        raise UserError(f"no mask could be scored from the supernet (every one has a non-finite objective); see {work / SCORES_JSON}")
+        raise UserError(
+            f"no mask could be scored from the supernet (every one has a non-finite objective); see {work / SCORES_JSON}"
+        )
     points = np.stack([oriented(scores["scores"][m], objectives) for m in masks])
     confirm = [masks[i] for i in masks_to_confirm(points, cfg.oneshot_confirm, cfg.pick_rule)]
     (sites,) = space.sites.values()
     for mask in confirm:
         study.enqueue_trial({site: int(bit) for site, bit in zip(sites, mask)}, skip_if_exists=True)
     if finished_count(study) < len(confirm):
-        objective = MaskObjective(load_inner(), SearchSpace(space.sites, learning_rate), objectives, n_trials=len(confirm),
-                                  trials_dir=trials_dir, log=log)
+        objective = MaskObjective(
+            load_inner(),
+            SearchSpace(space.sites, learning_rate),
+            objectives,
+            n_trials=len(confirm),
+            trials_dir=trials_dir,
+            log=log,
+        )
         run_trials(study, objective, n_trials=len(confirm), catch=(TrialFailed,), poll_seconds=cfg.heartbeat_interval)
-    trials = {r["mask"]: r for r in (trial_row(study, t) for t in study.get_trials(deepcopy=False)) if r["state"] in ("complete", "failed")}
+    trials = {
+        r["mask"]: r
+        for r in (trial_row(study, t) for t in study.get_trials(deepcopy=False))
+        if r["state"] in ("complete", "failed")
+    }
     front = {masks[i] for i in np.flatnonzero(pareto_mask(points))}
     _write_csv(scores["scores"], front, trials, objectives, output_dir / ONESHOT_CSV)
     return _summary(job, data, objectives, scores, trials, confirm, learning_rate, trial_steps)
@@ -344,30 +415,43 @@ def _recorded(path: Path, setup: dict) -> dict | None:
     record = json.loads(path.read_text())
     key = changed_option(record["setup"], json.loads(json.dumps(setup, default=str)), {})
     if key is not None:
-        raise UserError(f"{path} was made with another {key}: give another --output_dir, or the options it was made with")
+        raise UserError(
+            f"{path} was made with another {key}: give another --output_dir, or the options it was made with"
+        )
     return record
 
 
 def _summary(job, data, objectives, scores, trials, confirm, learning_rate, trial_steps) -> dict:
     confirmed = [trials[m] for m in confirm if m in trials]
     settings = trial_settings(job)
-    per_trial = images_per_measurement(objectives, settings, min(len(data.splits["validation"]), settings.fid_samples or 10**9),
-                                       len(data.dmem))
+    per_trial = images_per_measurement(
+        objectives, settings, min(len(data.splits["validation"]), settings.fid_samples or 10**9), len(data.dmem)
+    )
     confirmation = {
-        "trials": len(confirmed), "steps": trial_steps * len(confirmed), "images_sampled": per_trial * len(confirmed),
-        "inference_steps": settings.num_inference_steps, "seconds": round(sum(r["seconds"] or 0 for r in confirmed), 2),
+        "trials": len(confirmed),
+        "steps": trial_steps * len(confirmed),
+        "images_sampled": per_trial * len(confirmed),
+        "inference_steps": settings.num_inference_steps,
+        "seconds": round(sum(r["seconds"] or 0 for r in confirmed), 2),
     }
-    phases = {"supernet": {**scores["supernet"], "learning_rate": learning_rate}, "scoring": scores["scoring"], "confirmation": confirmation}
+    phases = {
+        "supernet": {**scores["supernet"], "learning_rate": learning_rate},
+        "scoring": scores["scoring"],
+        "confirmation": confirmation,
+    }
     pairs = [(scores["scores"][r["mask"]], r["metrics"]) for r in confirmed if r["state"] == "complete"]
     return {
-        "strategy": ONESHOT, **phases,
+        "strategy": ONESHOT,
+        **phases,
         "total": {k: round(sum(p[k] for p in phases.values()), 2) for k in ("steps", "images_sampled", "seconds")},
         "confirmed": confirm,
         "kendall_tau": kendall_taus(pairs, objectives),
     }
 
 
-def _write_csv(scores: dict, front: set[str], trials: dict[str, dict], objectives: Sequence[Objective], path: Path) -> None:
+def _write_csv(
+    scores: dict, front: set[str], trials: dict[str, dict], objectives: Sequence[Objective], path: Path
+) -> None:
     """One line per scored mask: its one-shot objectives and, where it was trained stand-alone, the trial's."""
     names = [o.name for o in objectives]
     columns = ["mask", *(f"oneshot_{n}" for n in names), "oneshot_pareto", "confirmed", "trial", "state", *names]
@@ -376,9 +460,15 @@ def _write_csv(scores: dict, front: set[str], trials: dict[str, dict], objective
     writer.writeheader()
     for mask in sorted(scores):
         trial = trials.get(mask, {})
-        writer.writerow({
-            "mask": mask, **{f"oneshot_{n}": scores[mask].get(n) for n in names}, "oneshot_pareto": mask in front,
-            "confirmed": mask in trials, "trial": trial.get("number"), "state": trial.get("state"),
-            **{n: trial.get("metrics", {}).get(n) for n in names},
-        })
+        writer.writerow(
+            {
+                "mask": mask,
+                **{f"oneshot_{n}": scores[mask].get(n) for n in names},
+                "oneshot_pareto": mask in front,
+                "confirmed": mask in trials,
+                "trial": trial.get("number"),
+                "state": trial.get("state"),
+                **{n: trial.get("metrics", {}).get(n) for n in names},
+            }
+        )
     write_text(path, text.getvalue())

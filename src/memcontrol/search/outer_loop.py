@@ -63,8 +63,11 @@ def _nsga2(cfg: SearchConfig, seed: int) -> BaseSampler:
     if cfg.population_size < 2:
         raise UserError(f"--population_size must be at least 2, got {cfg.population_size}")
     return optuna.samplers.NSGAIISampler(
-        population_size=cfg.population_size, crossover=CROSSOVERS.get(cfg.crossover).make(),
-        crossover_prob=cfg.crossover_prob, mutation_prob=cfg.mutation_prob, seed=seed,
+        population_size=cfg.population_size,
+        crossover=CROSSOVERS.get(cfg.crossover).make(),
+        crossover_prob=cfg.crossover_prob,
+        mutation_prob=cfg.mutation_prob,
+        seed=seed,
     )
 
 
@@ -118,12 +121,15 @@ def warn_if_random_search(cfg: SearchConfig) -> None:
     if cfg.n_trials <= cfg.population_size:
         what = f"all {cfg.n_trials} trials are its random first generation: this is random search"
     else:
-        what = (f"{cfg.population_size} of the {cfg.n_trials} trials are its random first generation and only "
-                f"{cfg.n_trials - cfg.population_size} are bred from them: mostly random search")
+        what = (
+            f"{cfg.population_size} of the {cfg.n_trials} trials are its random first generation and only "
+            f"{cfg.n_trials - cfg.population_size} are bred from them: mostly random search"
+        )
     warnings.warn(
         f"--sampler nsga2 with --n_trials {cfg.n_trials} and --population_size {cfg.population_size}: {what}; give at "
         f"least {2 * cfg.population_size} trials, a smaller --population_size, or --sampler tpe or gp",
-        RandomSearchWarning, stacklevel=2,
+        RandomSearchWarning,
+        stacklevel=2,
     )
 
 
@@ -168,14 +174,21 @@ def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStor
         raise UserError(f"--storage {shown}: expected a URL sqlite:///file.db, postgresql://... or mysql://...")
     grace = cfg.grace_period or 2 * cfg.heartbeat_interval
     if not 0 < cfg.heartbeat_interval < grace:
-        raise UserError(f"--heartbeat_interval {cfg.heartbeat_interval} and --grace_period {grace}: expected 0 < interval < grace")
+        raise UserError(
+            f"--heartbeat_interval {cfg.heartbeat_interval} and --grace_period {grace}: expected 0 < interval < grace"
+        )
     # SQLite: several local workers take turns on the file lock; wait for it rather than fail.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
     for attempt in range(OPEN_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat_interval, grace_period=grace,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=cfg.heartbeat_interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=cfg.max_retry
+                ),
             )
         except ImportError:
             raise UserError(
@@ -190,11 +203,19 @@ def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStor
 
 
 def open_study(
-    storage: optuna.storages.BaseStorage, *, name: str, directions: Sequence[str], sampler: BaseSampler, setup: dict, defaults: dict
+    storage: optuna.storages.BaseStorage,
+    *,
+    name: str,
+    directions: Sequence[str],
+    sampler: BaseSampler,
+    setup: dict,
+    defaults: dict,
 ) -> optuna.Study:
     """Create the study, or load it and check that its trials were run as these would be (``setup``; ``defaults``: its
     values with every option at its default, see ``config.changed_option``)."""
-    study = optuna.create_study(storage=storage, study_name=name, directions=list(directions), sampler=sampler, load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=list(directions), sampler=sampler, load_if_exists=True
+    )
     setup, defaults = json.loads(json.dumps(setup)), json.loads(json.dumps(defaults))  # as the storage gives them back
     recorded = study.user_attrs.get(SETUP_ATTR)
     key = None if recorded is None else changed_option(recorded, setup, defaults)
@@ -255,7 +276,9 @@ def run_trials(
         if finished >= n_trials:
             return
         if sum(DUPLICATE_OF in t.user_attrs for t in trials) > DUPLICATES_PER_TRIAL * n_trials:
-            raise UserError(f"the sampler keeps proposing what was tried already: the space has fewer than {n_trials} proposals left")
+            raise UserError(
+                f"the sampler keeps proposing what was tried already: the space has fewer than {n_trials} proposals left"
+            )
         running = sum(t.state == TrialState.RUNNING for t in trials)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if waiting or finished + running < n_trials:
@@ -266,7 +289,12 @@ def run_trials(
 
 
 def open_studies(
-    job: RunConfig, spaces: list[SearchSpace], objectives: list[Objective], setup: dict, defaults: dict, output_dir: Path
+    job: RunConfig,
+    spaces: list[SearchSpace],
+    objectives: list[Objective],
+    setup: dict,
+    defaults: dict,
+    output_dir: Path,
 ) -> list:
     """One study per space, named after it, in the storage of --storage (default: SQLite in ``output_dir``)."""
     storage = open_storage(job.search, output_dir)
@@ -274,8 +302,12 @@ def open_studies(
     suffix = f"-{strategy.name}" if strategy.explore else ""  # its trials are confirmations, not proposals
     return [
         open_study(
-            storage, name=f"{job.search.study_name}-{space.name}{suffix}", directions=[o.direction for o in objectives],
-            sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed), setup=setup, defaults=defaults,
+            storage,
+            name=f"{job.search.study_name}-{space.name}{suffix}",
+            directions=[o.direction for o in objectives],
+            sampler=TrialSeededSampler(partial(make_sampler, job.search), job.search.search_seed),
+            setup=setup,
+            defaults=defaults,
         )
         for space in spaces
     ]

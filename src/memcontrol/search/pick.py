@@ -27,19 +27,28 @@ class PickRule:
 PICK_RULES: Registry[PickRule] = Registry("pick rule", "--pick_rule")
 # The paper (Sec. 4.3): the arithmetic mean of the raw values. With FID (hundreds) beside d_mem (about 1) that is FID
 # alone; a maximised objective (alignment) is subtracted, one unit of it buying back one unit of the others.
-PICK_RULES.register(PickRule(
-    "mean", "mean of the raw objectives (the paper; a maximised one subtracted)", lambda raw, z: raw.mean(1)
-))
-PICK_RULES.register(PickRule(  # every objective weighs the same over the range the trials span
-    "normalized_mean", "mean of the objectives min-max normalised over the completed trials", lambda raw, z: z.mean(1)
-))
-PICK_RULES.register(PickRule(
-    "ideal", "distance to the ideal point, objectives min-max normalised over the completed trials",
-    lambda raw, z: np.linalg.norm(z, axis=1),
-))
-PICK_RULES.register(PickRule(  # best worst objective
-    "chebyshev", "worst of the objectives min-max normalised over the completed trials", lambda raw, z: z.max(1)
-))
+PICK_RULES.register(
+    PickRule("mean", "mean of the raw objectives (the paper; a maximised one subtracted)", lambda raw, z: raw.mean(1))
+)
+PICK_RULES.register(
+    PickRule(  # every objective weighs the same over the range the trials span
+        "normalized_mean",
+        "mean of the objectives min-max normalised over the completed trials",
+        lambda raw, z: z.mean(1),
+    )
+)
+PICK_RULES.register(
+    PickRule(
+        "ideal",
+        "distance to the ideal point, objectives min-max normalised over the completed trials",
+        lambda raw, z: np.linalg.norm(z, axis=1),
+    )
+)
+PICK_RULES.register(
+    PickRule(  # best worst objective
+        "chebyshev", "worst of the objectives min-max normalised over the completed trials", lambda raw, z: z.max(1)
+    )
+)
 
 # Hypervolume reference point, in normalised units: a little beyond the worst value seen, so that
 # the worst points of the front still add volume.
@@ -87,9 +96,12 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
         return float(reference[0] - points[:, 0].min())
     points = points[np.argsort(points[:, -1])]
     bounds = np.append(points[1:, -1], reference[-1])
-    return float(sum(
-        (upper - points[i, -1]) * hypervolume(points[: i + 1, :-1], reference[:-1]) for i, upper in enumerate(bounds)
-    ))
+    return float(
+        sum(
+            (upper - points[i, -1]) * hypervolume(points[: i + 1, :-1], reference[:-1])
+            for i, upper in enumerate(bounds)
+        )
+    )
 
 
 def hypervolume_history(points: np.ndarray) -> list[float]:

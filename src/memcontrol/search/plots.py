@@ -54,13 +54,30 @@ def _panel(ax, points, methods, front, chosen, baselines, i, j) -> None:
     for k, method in enumerate(dict.fromkeys(methods)):
         rows = np.array([m == method for m in methods])
         label = f"trials ({method})" if several else "trials"
-        ax.scatter(points[rows, i], points[rows, j], c="tab:blue", marker=MARKERS[k % len(MARKERS)], s=28, alpha=0.7, label=label)
+        ax.scatter(
+            points[rows, i],
+            points[rows, j],
+            c="tab:blue",
+            marker=MARKERS[k % len(MARKERS)],
+            s=28,
+            alpha=0.7,
+            label=label,
+        )
     ax.scatter(points[front, i], points[front, j], c="tab:red", s=40, label="Pareto front", zorder=3)
     if len(points[0]) == 2:  # the front as a staircase: what the trials dominate
         order = np.argsort(points[front, i])
         ax.step(points[front, i][order], points[front, j][order], where="post", c="tab:red", lw=1, alpha=0.6)
     if chosen is not None:
-        ax.scatter(points[chosen, i], points[chosen, j], c="cyan", edgecolors="black", marker="*", s=220, label="chosen", zorder=4)
+        ax.scatter(
+            points[chosen, i],
+            points[chosen, j],
+            c="cyan",
+            edgecolors="black",
+            marker="*",
+            s=220,
+            label="chosen",
+            zorder=4,
+        )
     for label, method, values in baselines:
         color = "tab:green" if method == "full" else "tab:orange"
         ax.scatter(values[i], values[j], c=color, marker="s", s=60, edgecolors="black", zorder=3)

@@ -93,20 +93,28 @@ def write_results(
     _write_csv(rows, objectives, output_dir)
     best = _best_mask(complete[chosen], pick_rule, sites)
     done = {m: r for m, r in baselines.items() if r["state"] == "complete"}
-    write_json(output_dir / PARETO_JSON, {
-        "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
-        "pick_rule": pick_rule,
-        "completed_trials": len(complete),
-        "front": [r for r in complete if r["pareto"]],
-        "chosen": complete[chosen],
-        "baselines": baselines,
-        **({"oneshot": summary} if summary else {}),
-    })
+    write_json(
+        output_dir / PARETO_JSON,
+        {
+            "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
+            "pick_rule": pick_rule,
+            "completed_trials": len(complete),
+            "front": [r for r in complete if r["pareto"]],
+            "chosen": complete[chosen],
+            "baselines": baselines,
+            **({"oneshot": summary} if summary else {}),
+        },
+    )
     write_json(output_dir / BEST_MASK, best)
     signs = np.array([o.sign for o in objectives])
     plot_pareto(
-        points * signs, methods=[r["method"] for r in complete], objectives=objectives, front=front, chosen=chosen,
-        baselines=[(name, r["method"], values(r, objectives) * signs) for name, r in done.items()], path=output_dir / PARETO_PNG,
+        points * signs,
+        methods=[r["method"] for r in complete],
+        objectives=objectives,
+        front=front,
+        chosen=chosen,
+        baselines=[(name, r["method"], values(r, objectives) * signs) for name, r in done.items()],
+        path=output_dir / PARETO_PNG,
     )
     plot_convergence(hypervolume_history(points), output_dir / CONVERGENCE_PNG)
     return best
@@ -130,8 +138,23 @@ def _write_csv(rows: list[dict], objectives: Sequence[Objective], output_dir: Pa
     """One line per trial: objectives first, then the other metrics measured."""
     measured = {name for r in rows for name in r["metrics"]}
     metrics = [o.name for o in objectives] + [o.name for o in OBJECTIVES if o.name in measured and o not in objectives]
-    columns = ["study", "number", "state", "method", "mask", "learning_rate", *metrics, "trainable_fraction", "seconds",
-               "pareto", "chosen", "retry_of", DUPLICATE_OF, FAIL_REASON, "worker"]
+    columns = [
+        "study",
+        "number",
+        "state",
+        "method",
+        "mask",
+        "learning_rate",
+        *metrics,
+        "trainable_fraction",
+        "seconds",
+        "pareto",
+        "chosen",
+        "retry_of",
+        DUPLICATE_OF,
+        FAIL_REASON,
+        "worker",
+    ]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

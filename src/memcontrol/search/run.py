@@ -1,13 +1,13 @@
 """``memcontrol search``: stage 1 of MemControl, the bi-level mask search, then the pick.
 
-    output_dir/
-      study.db            the Optuna study (default storage; --storage puts it elsewhere)
-      search_data.json    the search's data: D_mem pairs, the proxy training images
-      trials/STUDY/NNNN/  each trial: trial.json (proposal, metrics, trainable fraction, time, state) and samples/
-      baselines/NAME/     the same for each of --baselines (a method with every site on)
-      trials.csv, pareto.json, best_mask.json, pareto.png, convergence.png
-      oneshot/, oneshot.csv  with --strategy oneshot: the supernet and its scores (memcontrol.search.oneshot); its
-                          trials are the masks it confirms, in the study STUDY_NAME-METHOD-oneshot
+output_dir/
+  study.db            the Optuna study (default storage; --storage puts it elsewhere)
+  search_data.json    the search's data: D_mem pairs, the proxy training images
+  trials/STUDY/NNNN/  each trial: trial.json (proposal, metrics, trainable fraction, time, state) and samples/
+  baselines/NAME/     the same for each of --baselines (a method with every site on)
+  trials.csv, pareto.json, best_mask.json, pareto.png, convergence.png
+  oneshot/, oneshot.csv  with --strategy oneshot: the supernet and its scores (memcontrol.search.oneshot); its
+                      trials are the masks it confirms, in the study STUDY_NAME-METHOD-oneshot
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from memcontrol.search.space import Proposal, search_spaces
 SEARCH_DATA = "search_data.json"
 TRIALS_DIR = "trials"
 BASELINES_DIR = "baselines"
+
 
 def trial_setup(job: RunConfig, data_record: dict) -> dict:
     """What a trial's outcome depends on; a study's trials are comparable only while these stay the same."""
@@ -71,34 +72,71 @@ def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True)
                 f"--strategy {strategy.name}: searches one method's masks; give --method one method, not {job.train.method}"
             )
         summary = strategy.explore(
-            job, space=spaces[0], study=studies[0], objectives=objectives, data=data, training=training, setup=setup,
-            load_inner=inner, output_dir=output_dir, trials_dir=output_dir / TRIALS_DIR, log=tqdm.write,
+            job,
+            space=spaces[0],
+            study=studies[0],
+            objectives=objectives,
+            data=data,
+            training=training,
+            setup=setup,
+            load_inner=inner,
+            output_dir=output_dir,
+            trials_dir=output_dir / TRIALS_DIR,
+            log=tqdm.write,
         )
     trial_studies = [] if strategy.explore else studies
-    pending = {name: p for name, p in baselines.items() if not (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file()}
+    pending = {
+        name: p for name, p in baselines.items() if not (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file()
+    }
     if pending or any(finished_count(study) < job.search.n_trials for study in trial_studies):
-        with tqdm(total=job.search.n_trials * len(trial_studies) + len(baselines), desc="search", disable=not progress) as bar:
+        with tqdm(
+            total=job.search.n_trials * len(trial_studies) + len(baselines), desc="search", disable=not progress
+        ) as bar:
             for k, (space, study) in enumerate(zip(spaces, trial_studies)):
                 objective = MaskObjective(
-                    inner(), space, objectives, n_trials=job.search.n_trials, trials_dir=output_dir / TRIALS_DIR, log=bar.write
+                    inner(),
+                    space,
+                    objectives,
+                    n_trials=job.search.n_trials,
+                    trials_dir=output_dir / TRIALS_DIR,
+                    log=bar.write,
                 )
                 run_trials(
-                    study, objective, n_trials=job.search.n_trials, catch=(TrialFailed,), poll_seconds=job.search.heartbeat_interval,
+                    study,
+                    objective,
+                    n_trials=job.search.n_trials,
+                    catch=(TrialFailed,),
+                    poll_seconds=job.search.heartbeat_interval,
                     on_progress=partial(_show, bar, k * job.search.n_trials),
                 )
             bar.update(len(baselines) - len(pending))
-            for name, proposal in pending.items():  # with several workers, each evaluates those still missing when it gets here
-                if (output_dir / BASELINES_DIR / name / TRIAL_FILE).is_file():  # another worker on this folder did it meanwhile
+            for (
+                name,
+                proposal,
+            ) in pending.items():  # with several workers, each evaluates those still missing when it gets here
+                if (
+                    output_dir / BASELINES_DIR / name / TRIAL_FILE
+                ).is_file():  # another worker on this folder did it meanwhile
                     bar.update()
                     continue
-                record = {"baseline": name, "method": proposal.method, "mask": proposal.mask_text, "learning_rate": proposal.learning_rate}
+                record = {
+                    "baseline": name,
+                    "method": proposal.method,
+                    "mask": proposal.mask_text,
+                    "learning_rate": proposal.learning_rate,
+                }
                 inner()(proposal, output_dir / BASELINES_DIR / name, record)
                 bar.update()
     return write_results(
-        studies, objectives=objectives, pick_rule=job.search.pick_rule,
+        studies,
+        objectives=objectives,
+        pick_rule=job.search.pick_rule,
         sites={m: s for space in spaces for m, s in space.sites.items()},
-        baselines={name: json.loads((output_dir / BASELINES_DIR / name / TRIAL_FILE).read_text()) for name in baselines},
-        output_dir=output_dir, summary=summary,
+        baselines={
+            name: json.loads((output_dir / BASELINES_DIR / name / TRIAL_FILE).read_text()) for name in baselines
+        },
+        output_dir=output_dir,
+        summary=summary,
     )
 
 
@@ -113,9 +151,9 @@ def _baselines(job: RunConfig, unet) -> dict[str, Proposal]:
     options = job.train.plugin_options
     return {
         baseline: Proposal(
-            baseline.method, get_method(baseline.method, options).check_mask(unet, None),
+            baseline.method,
+            get_method(baseline.method, options).check_mask(unet, None),
             job.train.learning_rate if baseline.learning_rate is None else baseline.learning_rate,
         )
         for baseline in job.search.baselines
     }
-

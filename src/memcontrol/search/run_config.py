@@ -8,7 +8,16 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from memcontrol.config import DataConfig, ModelConfig, SampleConfig, SearchConfig, TrainConfig, as_dict, build, load_yaml
+from memcontrol.config import (
+    DataConfig,
+    ModelConfig,
+    SampleConfig,
+    SearchConfig,
+    TrainConfig,
+    as_dict,
+    build,
+    load_yaml,
+)
 from memcontrol.data.prepare import is_builtin
 from memcontrol.metrics.evaluate import EvalConfig
 from memcontrol.metrics.setup import FeatureConfig
@@ -17,16 +26,39 @@ CPU_PRESET = "cpu"
 
 # Options that change where or how fast a job runs, never its results.
 OPERATIONAL = {
-    "model.device", "data.dataloader_num_workers", "sample.sample_batch_size", "evaluation.batch_size",
-    "evaluation.feature_batch_size", "search.storage", "search.heartbeat_interval", "search.grace_period", "search.max_retry",
-    "train.checkpointing_steps", "train.checkpoints_total_limit", "train.resume_from_checkpoint",
+    "model.device",
+    "data.dataloader_num_workers",
+    "sample.sample_batch_size",
+    "evaluation.batch_size",
+    "evaluation.feature_batch_size",
+    "search.storage",
+    "search.heartbeat_interval",
+    "search.grace_period",
+    "search.max_retry",
+    "train.checkpointing_steps",
+    "train.checkpoints_total_limit",
+    "train.resume_from_checkpoint",
 }
 # Options that steer the search but not what one trial yields: a study may go on under other values.
 STEERING = {
-    "search.n_trials", "search.sampler", "search.population_size", "search.crossover", "search.crossover_prob",
-    "search.mutation_prob", "search.startup_trials", "search.search_seed", "search.pick_rule", "search.baselines",
-    "search.study_name", "search.strategy", "search.supernet_train_steps", "search.oneshot_masks", "search.oneshot_fid_samples",
-    "search.oneshot_dmem_prompts", "search.oneshot_inference_steps", "search.oneshot_confirm",
+    "search.n_trials",
+    "search.sampler",
+    "search.population_size",
+    "search.crossover",
+    "search.crossover_prob",
+    "search.mutation_prob",
+    "search.startup_trials",
+    "search.search_seed",
+    "search.pick_rule",
+    "search.baselines",
+    "search.study_name",
+    "search.strategy",
+    "search.supernet_train_steps",
+    "search.oneshot_masks",
+    "search.oneshot_fid_samples",
+    "search.oneshot_dmem_prompts",
+    "search.oneshot_inference_steps",
+    "search.oneshot_confirm",
 }
 
 

@@ -60,7 +60,9 @@ def search_spaces(train: TrainConfig, search: SearchConfig, unet: nn.Module) -> 
     lr = _learning_rate(train, search)
     for method, paths in sites.items():
         if not paths and not isinstance(lr, tuple):
-            raise UserError(f"--method {method}: has no mask sites in the {built[method].options.layout} layout; nothing to search")
+            raise UserError(
+                f"--method {method}: has no mask sites in the {built[method].options.layout} layout; nothing to search"
+            )
     if train.method == ALL_METHODS and search.global_search == "union":
         return [SearchSpace({m: sites[m]}, lr) for m in methods]
     return [SearchSpace(sites, lr)]

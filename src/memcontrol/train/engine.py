@@ -71,8 +71,12 @@ class Batch:
 
 
 def draw_batch(
-    data: TrainingSet, index: torch.Tensor, num_train_timesteps: int, caption_dropout: float,
-    generator: torch.Generator, mitigation: Mitigation,
+    data: TrainingSet,
+    index: torch.Tensor,
+    num_train_timesteps: int,
+    caption_dropout: float,
+    generator: torch.Generator,
+    mitigation: Mitigation,
 ) -> Batch:
     """Every random draw of the batch at ``index``, for the whole batch at once: the same draws however the batch is
     then split between forward passes and processes."""
@@ -118,7 +122,9 @@ def fine_tune(
         mitigation = get_mitigation(cfg.mitigation, cfg.plugin_options)
     unet = pipe.unet
     total = sum(p.numel() for p in unet.parameters())  # the base U-Net's, before the method adds its own
-    with torch.random.fork_rng(devices=[]):  # a method's random initialisation (LoRA's A) from --seed, not the global state
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # a method's random initialisation (LoRA's A) from --seed, not the global state
         torch.default_generator.manual_seed(cfg.seed)
         params = method.apply(unet, mask)
     result = TrainResult(sum(p.numel() for p in params), total)
@@ -132,7 +138,9 @@ def fine_tune(
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    optimizer = torch.optim.AdamW(method.param_groups(unet, params, cfg.learning_rate), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
+    optimizer = torch.optim.AdamW(
+        method.param_groups(unet, params, cfg.learning_rate), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay
+    )
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer,
@@ -153,8 +161,14 @@ def fine_tune(
     start, counted = time.perf_counter() - resumed.seconds, resumed.counted
     running = torch.tensor(resumed.running_loss, device=accelerator.device)
     show = progress and accelerator.is_main_process
-    bar = tqdm(range(resumed.step, cfg.max_train_steps), initial=resumed.step, total=cfg.max_train_steps,
-               desc=f"train {method.name}", disable=not show, leave=False)
+    bar = tqdm(
+        range(resumed.step, cfg.max_train_steps),
+        initial=resumed.step,
+        total=cfg.max_train_steps,
+        desc=f"train {method.name}",
+        disable=not show,
+        leave=False,
+    )
     for step in bar:
         batch = draw_batch(data, next(batches), num_train_timesteps, cfg.caption_dropout, generator, mitigation)
         with step_context(step):
@@ -189,8 +203,14 @@ def fine_tune(
 
 
 def accumulate_gradients(
-    model, noise_scheduler, batch: Batch, captions: CaptionEmbeddings, params: list[torch.nn.Parameter],
-    per_device: int, accelerator: Accelerator, mitigation: Mitigation,
+    model,
+    noise_scheduler,
+    batch: Batch,
+    captions: CaptionEmbeddings,
+    params: list[torch.nn.Parameter],
+    per_device: int,
+    accelerator: Accelerator,
+    mitigation: Mitigation,
 ) -> tuple[torch.Tensor | None, int]:
     """Forward and backward over this process's shares of ``batch``, leaving (once DDP has averaged them over the
     processes) the gradients of the mean loss over the samples of the batch the mitigation keeps.
@@ -230,8 +250,13 @@ def _summed_over_processes(value: torch.Tensor, accelerator: Accelerator) -> tor
 
 
 def _loss(
-    model, noise_scheduler, part: Batch, captions: CaptionEmbeddings, params: list[torch.nn.Parameter],
-    accelerator: Accelerator, mitigation: Mitigation,
+    model,
+    noise_scheduler,
+    part: Batch,
+    captions: CaptionEmbeddings,
+    params: list[torch.nn.Parameter],
+    accelerator: Accelerator,
+    mitigation: Mitigation,
 ) -> tuple[torch.Tensor, int | None]:
     """One forward pass's loss over the samples the mitigation keeps, times their share of the pass, and how many
     it kept (None: the mitigation does not choose, all count)."""

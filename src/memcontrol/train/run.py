@@ -28,11 +28,15 @@ def build_training_set(
 ) -> TrainingSet:
     """Encode each distinct image once (D_mem copies share their latents) and each caption once."""
     unique = list(dict.fromkeys(examples))
-    latents = LatentCache.encode(pipe.vae, image_batches(unique, resolution, num_workers=num_workers), progress=progress)
+    latents = LatentCache.encode(
+        pipe.vae, image_batches(unique, resolution, num_workers=num_workers), progress=progress
+    )
     position = {e: i for i, e in enumerate(unique)}
     order = [position[e] for e in examples]
     latents = LatentCache(latents.mean[order], latents.std[order], latents.scaling_factor)
-    return TrainingSet(latents, CaptionEmbeddings(pipe.tokenizer, pipe.text_encoder, [e.text for e in examples], progress=progress))
+    return TrainingSet(
+        latents, CaptionEmbeddings(pipe.tokenizer, pipe.text_encoder, [e.text for e in examples], progress=progress)
+    )
 
 
 def run_train(
@@ -58,18 +62,31 @@ def run_train(
     resolution = data_cfg.resolution or native_resolution(pipe)
     training_set = build_training_set(pipe, data.training, resolution, data_cfg.dataloader_num_workers, progress)
     result = fine_tune(
-        pipe, method, mask, training_set, train_cfg, accelerator,
-        progress=progress, mitigation=mitigation, checkpoints=checkpoints,
+        pipe,
+        method,
+        mask,
+        training_set,
+        train_cfg,
+        accelerator,
+        progress=progress,
+        mitigation=mitigation,
+        checkpoints=checkpoints,
     )
     summary = train_summary(result)
     if accelerator.is_main_process:  # the other processes trained their shares of the batches: one writes
-        save_trained(output_dir, pipe, method, mask, {
-            "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
-            "resolution": resolution,
-            "config": as_dict(model_cfg, data_cfg, train_cfg, sample_cfg),
-            "data": data.describe(),
-            "result": summary,
-        })
+        save_trained(
+            output_dir,
+            pipe,
+            method,
+            mask,
+            {
+                "base_model": base_model_reference(model_cfg.pretrained_model_name_or_path),
+                "resolution": resolution,
+                "config": as_dict(model_cfg, data_cfg, train_cfg, sample_cfg),
+                "data": data.describe(),
+                "result": summary,
+            },
+        )
         write_json(output_dir / "losses.json", result.losses)
         merge_for_sampling(pipe, method, model_cfg.mixed_precision)
         settings = sample_settings(model_cfg.pretrained_model_name_or_path, sample_cfg)
@@ -86,7 +103,11 @@ def resumed(train_cfg: TrainConfig) -> str | None:
 
 
 def run_checkpoints(
-    output_dir: Path, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, mask: Mask,
+    output_dir: Path,
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    mask: Mask,
     accelerator: Accelerator,
 ) -> Checkpoints | None:
     """The run's checkpoints in ``output_dir/checkpoints``, recording the options (and the mask's bits, whatever
@@ -97,8 +118,12 @@ def run_checkpoints(
     options["num_processes"] = accelerator.num_processes
     defaults = {**as_dict(ModelConfig(), DataConfig(), TrainConfig()), "num_processes": 1}
     return Checkpoints(
-        output_dir / CHECKPOINTS_DIR, train_cfg.checkpointing_steps, train_cfg.checkpoints_total_limit,
-        train_cfg.resume_from_checkpoint, recorded_options(options), recorded_options(defaults),
+        output_dir / CHECKPOINTS_DIR,
+        train_cfg.checkpointing_steps,
+        train_cfg.checkpoints_total_limit,
+        train_cfg.resume_from_checkpoint,
+        recorded_options(options),
+        recorded_options(defaults),
     )
 
 

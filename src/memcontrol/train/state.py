@@ -39,7 +39,11 @@ WEIGHTS, OPTIMIZER, STATE = "trained.safetensors", "optimizer.pt", "state.json"
 RANDOM_STATES = "random_states.safetensors"
 # Options that change neither what a step computes nor its order: a run may resume under other values.
 NOT_RECORDED = {
-    "device", "dataloader_num_workers", "gradient_checkpointing", "checkpointing_steps", "checkpoints_total_limit",
+    "device",
+    "dataloader_num_workers",
+    "gradient_checkpointing",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
     "resume_from_checkpoint",
 }
 
@@ -74,7 +78,7 @@ class BatchIndices(Iterator[torch.Tensor]):
     def __next__(self) -> torch.Tensor:
         while len(self.buffer) < self.batch_size:
             self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=self.generator)])
-        batch, self.buffer = self.buffer[:self.batch_size], self.buffer[self.batch_size:]
+        batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size :]
         return batch
 
 
@@ -168,26 +172,31 @@ class Checkpoints:
             if state.accelerator.scaler is not None:
                 optimizer["grad_scaler"] = state.accelerator.scaler.state_dict()
             torch.save(optimizer, tmp / OPTIMIZER)
-            save_file({"generator": state.generator.get_state(), "batch_buffer": state.batches.buffer.contiguous()},
-                      str(tmp / RANDOM_STATES))
-            write_json(tmp / STATE, {
-                "step": progress.step,
-                "losses": result.losses,
-                "running_loss": float(progress.running_loss),
-                "counted": progress.counted,
-                "dropped_samples": result.dropped_samples,
-                "skipped_batches": result.skipped_batches,
-                "seconds": progress.seconds,
-                "options": self.options,
-                "memcontrol_version": memcontrol.__version__,
-            })
+            save_file(
+                {"generator": state.generator.get_state(), "batch_buffer": state.batches.buffer.contiguous()},
+                str(tmp / RANDOM_STATES),
+            )
+            write_json(
+                tmp / STATE,
+                {
+                    "step": progress.step,
+                    "losses": result.losses,
+                    "running_loss": float(progress.running_loss),
+                    "counted": progress.counted,
+                    "dropped_samples": result.dropped_samples,
+                    "skipped_batches": result.skipped_batches,
+                    "seconds": progress.seconds,
+                    "options": self.options,
+                    "memcontrol_version": memcontrol.__version__,
+                },
+            )
 
     def _prune(self) -> None:
         """Keep the newest ``total_limit`` checkpoints, and remove what a save killed midway left."""
         for leftover in self.directory.glob(f".{PREFIX}*"):
             shutil.rmtree(leftover, ignore_errors=True)
         if self.total_limit:
-            for old in saved_checkpoints(self.directory)[:-self.total_limit]:
+            for old in saved_checkpoints(self.directory)[: -self.total_limit]:
                 shutil.rmtree(old)
 
     def _resume_folder(self) -> Path | None:

@@ -20,8 +20,20 @@ from memcontrol.errors import UserError
 from memcontrol.io import atomic_dir
 
 CHESTMNIST_FINDINGS = (
-    "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
-    "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural thickening", "hernia",
+    "atelectasis",
+    "cardiomegaly",
+    "effusion",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pneumonia",
+    "pneumothorax",
+    "consolidation",
+    "edema",
+    "emphysema",
+    "fibrosis",
+    "pleural thickening",
+    "hernia",
 )
 LABEL_NAMES: dict[str, dict[int, str]] = {
     "pneumoniamnist": {0: "normal", 1: "pneumonia"},
@@ -101,9 +113,7 @@ def _open_npz(npz_path: Path) -> NpzFile:
     missing = [key for key in KEYS if key not in npz.files]
     if missing:
         npz.close()
-        raise UserError(
-            f"{npz_path}: missing key(s) {', '.join(missing)}; a MedMNIST .npz has {', '.join(KEYS)}"
-        )
+        raise UserError(f"{npz_path}: missing key(s) {', '.join(missing)}; a MedMNIST .npz has {', '.join(KEYS)}")
     return npz
 
 
@@ -119,8 +129,7 @@ def _split_arrays(npz_path: Path, npz: NpzFile, prefix: str) -> tuple[np.ndarray
         )
     if labels.ndim not in (1, 2) or len(labels) != len(images):
         raise UserError(
-            f"{npz_path}: {prefix}_labels has shape {labels.shape}; "
-            f"expected ({len(images)}, 1) or ({len(images)}, K)"
+            f"{npz_path}: {prefix}_labels has shape {labels.shape}; expected ({len(images)}, 1) or ({len(images)}, K)"
         )
     return images, labels
 
@@ -131,7 +140,5 @@ def _label_text(target: np.ndarray, names: dict[int, str], npz_path: Path) -> st
     indices = [int(target[0])] if len(target) == 1 else [int(i) for i in np.flatnonzero(target)]
     unknown = [i for i in indices if i not in names]
     if unknown:
-        raise UserError(
-            f"{npz_path}: label {unknown[0]} has no name; expected one of {sorted(names)} in labels"
-        )
+        raise UserError(f"{npz_path}: label {unknown[0]} has no name; expected one of {sorted(names)} in labels")
     return " and ".join(names[i] for i in indices) or NO_FINDING

@@ -72,7 +72,9 @@ def import_mimic_cxr(
         write_metadata(tmp, rows)
     logger.warning(
         "imported %d MIMIC-CXR images into %s; skipped %d studies without an IMPRESSION (or report)",
-        len(rows), output_dir, skipped,
+        len(rows),
+        output_dir,
+        skipped,
     )
     return output_dir
 
