@@ -53,7 +53,8 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(args.pretrained_model_name_or_path, device=device, dtype=WEIGHT_DTYPES[args.dtype])
     print(
-        f"d_mem ({args.mode}) of {len(examples)} prompts, {settings}, {device} ({torch.get_num_threads()} torch threads)"
+        f"d_mem ({args.mode}) of {len(examples)} prompts, {settings}, {device} ({torch.get_num_threads()} torch "
+        "threads)"
     )
 
     def run(batch_size: int) -> tuple[float, torch.Tensor]:

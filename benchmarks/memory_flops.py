@@ -21,7 +21,8 @@ before it, and the allocated memory before it (tensors only, not the caching all
 MFU: the FLOPs of one training step (torch.utils.flop_counter.FlopCounterMode over a real one-step
 ``fine_tune``: matmuls, convolutions and attention, forward and backward; with SV-DIFF the weights it
 rebuilds at each step too) divided by the measured time of a step (mean over ``--steps`` steps of
-a second run, so that first-call costs stay out) and by the machine's measured fp32 peak: the best of several timed ``--matmul_size`` square matmuls,
+a second run, so that first-call costs stay out) and by the machine's measured fp32 peak: the best of several timed
+``--matmul_size`` square matmuls,
 with the same number of threads (on CUDA: in the autocast dtype of ``--mixed_precision``, else fp32
 as PyTorch runs it by default, without TF32).
 """
@@ -102,8 +103,8 @@ def setup(args, method_name: str, examples):
 
 
 def child(args, method_name: str) -> dict:
-    """One method's figures, in a fresh process: memory of ``--steps`` steps (the process's first), the FLOPs of one, then
-    the time of ``--steps`` steps again (warm: first-call costs out)."""
+    """One method's figures, in a fresh process: memory of ``--steps`` steps (the process's first), the FLOPs of one,
+    then the time of ``--steps`` steps again (warm: first-call costs out)."""
     steps = args.steps
     examples = prepare_data(
         DataConfig(train_data_dir=args.train_data_dir, max_train_samples=args.max_train_samples)
@@ -169,7 +170,8 @@ def main() -> None:
     dtype = WEIGHT_DTYPES[args.mixed_precision] if device.type == "cuda" else torch.float32
     peak = matmul_peak(args.matmul_size, device, dtype)
     print(
-        f"{device} ({torch.get_num_threads()} torch threads); measured {dtype} matmul peak ({args.matmul_size}^3): {peak:.1f} GFLOP/s"
+        f"{device} ({torch.get_num_threads()} torch threads); measured {dtype} matmul peak ({args.matmul_size}^3): "
+        f"{peak:.1f} GFLOP/s"
     )
     what = (
         "CUDA max allocated during fine_tune - allocated before"
@@ -177,12 +179,12 @@ def main() -> None:
         else "peak RSS during fine_tune - RSS before"
     )
     print(
-        f"batch {args.batch_size}, {args.steps} timed steps, mixed precision {args.mixed_precision}, gradient checkpointing "
-        f"{args.gradient_checkpointing}; memory = {what}"
+        f"batch {args.batch_size}, {args.steps} timed steps, mixed precision {args.mixed_precision}, gradient "
+        f"checkpointing {args.gradient_checkpointing}; memory = {what}"
     )
     header = (
-        f"{'method':10s} {'trainable':>10s} {'mem before':>10s} {'peak-before':>11s} {'hwm-before':>10s} {'16 B/param':>10s}"
-        f" {'GFLOP/step':>10s} {'s/step':>7s} {'GFLOP/s':>8s} {'MFU':>6s}"
+        f"{'method':10s} {'trainable':>10s} {'mem before':>10s} {'peak-before':>11s} {'hwm-before':>10s} "
+        f"{'16 B/param':>10s} {'GFLOP/step':>10s} {'s/step':>7s} {'GFLOP/s':>8s} {'MFU':>6s}"
     )
     print(header)
     rows = {}
@@ -199,9 +201,11 @@ def main() -> None:
         achieved = row["flops_per_step"] / row["seconds_per_step"] / 1e9
         row["mfu"] = achieved / peak
         print(
-            f"{name:10s} {row['trainable']:10,d} {row['rss_before'] / MIB:8.0f} MiB {(row['rss_peak'] - row['rss_before']) / MIB:7.1f} MiB"
-            f" {(row['ru_maxrss'] - row['rss_before']) / MIB:6.1f} MiB {16 * row['trainable'] / MIB:6.1f} MiB"
-            f" {row['flops_per_step'] / 1e9:10.1f} {row['seconds_per_step']:7.3f} {achieved:8.1f} {100 * row['mfu']:5.1f}%"
+            f"{name:10s} {row['trainable']:10,d} {row['rss_before'] / MIB:8.0f} MiB "
+            f"{(row['rss_peak'] - row['rss_before']) / MIB:7.1f} MiB "
+            f"{(row['ru_maxrss'] - row['rss_before']) / MIB:6.1f} MiB {16 * row['trainable'] / MIB:6.1f} MiB"
+            f" {row['flops_per_step'] / 1e9:10.1f} {row['seconds_per_step']:7.3f} {achieved:8.1f} "
+            f"{100 * row['mfu']:5.1f}%"
         )
     headline = "full" if "full" in rows else next(iter(rows))
     print(f"train_mfu_{headline}: {100 * rows[headline]['mfu']:.1f}%")

@@ -1,15 +1,17 @@
 """Search trials per hour with one worker against two worker processes sharing one study, the cores split between them.
 
-    python benchmarks/parallel_search.py [--n_trials 4] [--cores 2] [--output_dir DIR] [any other `memcontrol search` flag]
+    python benchmarks/parallel_search.py [--n_trials 4] [--cores 2] [--output_dir DIR]
+        [any other `memcontrol search` flag]
 
 Runs `memcontrol search` on the built-in data and the CPU preset made smaller (unless given:
-``--trial_train_steps 30 --trial_fid_samples 16``, ``--baselines`` off) on a new study each time: one worker with ``OMP_NUM_THREADS=cores``, then ``cores`` workers with
+``--trial_train_steps 30 --trial_fid_samples 16``, ``--baselines`` off) on a new study each time: one worker with
+``OMP_NUM_THREADS=cores``, then ``cores`` workers with
 ``OMP_NUM_THREADS=1`` each, started together on one SQLite ``--storage``, each with its own
 ``--output_dir``; then, for reference, one worker on one thread (what a thread more gives one
 worker, against what a worker more gives). ``--n_trials`` is the study's total, whoever runs it.
 ``--heartbeat_interval 5`` (a setting that changes no result) keeps a worker that waits for the
-other's last trial from sleeping a minute. Two rates are printed: end to end (the study's finished trials over the wall time
-from starting the workers to the last one exiting: process start, model loading, caching, results
+other's last trial from sleeping a minute. Two rates are printed: end to end (the study's finished trials over the wall
+time from starting the workers to the last one exiting: process start, model loading, caching, results
 and waiting included) and in steady state (over the span from the first trial's start to the last
 trial's end, from the study's own timestamps).
 """
@@ -91,8 +93,9 @@ def run_workers(workers: int, threads: int, folder: Path, n_trials: int, flags: 
         "steady_per_hour": 3600 * len(done) / span,
     }
     print(
-        f"  {len(done)} finished trials ({', '.join(str(n) for n in by_worker.values())} by worker); wall {wall:.0f} s -> "
-        f"{result['per_hour']:.1f} trials/h; first trial start to last trial end {span:.0f} s -> {result['steady_per_hour']:.1f} trials/h"
+        f"  {len(done)} finished trials ({', '.join(str(n) for n in by_worker.values())} by worker); wall {wall:.0f} s "
+        f"-> {result['per_hour']:.1f} trials/h; first trial start to last trial end {span:.0f} s -> "
+        f"{result['steady_per_hour']:.1f} trials/h"
     )
     return result
 
@@ -117,7 +120,8 @@ def main() -> None:
         many = run_workers(args.cores, 1, root / f"{args.cores}-workers", args.n_trials, flags)
         single = run_workers(1, 1, root / "1-worker-1-thread", args.n_trials, flags) if args.cores > 1 else one
     print(
-        f"steady state: {many['steady_per_hour'] / one['steady_per_hour']:.2f}x the trials per hour with {args.cores} workers"
+        f"steady state: {many['steady_per_hour'] / one['steady_per_hour']:.2f}x the trials per hour with {args.cores} "
+        "workers"
     )
     print(
         f"reference, 1 worker on 1 thread: {args.cores} threads give it {one['per_hour'] / single['per_hour']:.2f}x, "

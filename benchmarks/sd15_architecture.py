@@ -196,15 +196,17 @@ def main() -> None:
         if status != 0:
             failed.append(method)
             print(
-                f"train {method:10s} FAILED with exit status {status} after {wall:.1f} s (log: {work}/train-{method}.log, {load()})"
+                f"train {method:10s} FAILED with exit status {status} after {wall:.1f} s (log: "
+                f"{work}/train-{method}.log, {load()})"
             )
             continue
         result = json.loads((output_dir / "manifest.json").read_text())["result"]
         per_step = result["seconds"] / max(result["steps"], 1)
         rows.append((method, peak, per_step, wall - result["seconds"], wall, result["trainable_parameters"]))
         print(
-            f"train {method:10s} peak RSS {peak:5.1f} GiB  {per_step:6.2f} s/step  outside the steps {wall - result['seconds']:6.1f} s  "
-            f"(wall {wall:.1f} s, {result['trainable_parameters']:,} trainable, {load()})"
+            f"train {method:10s} peak RSS {peak:5.1f} GiB  {per_step:6.2f} s/step  outside the steps "
+            f"{wall - result['seconds']:6.1f} s  (wall {wall:.1f} s, {result['trainable_parameters']:,} trainable, "
+            f"{load()})"
         )
 
     tuned = work / "train-attention"
@@ -259,7 +261,8 @@ def main() -> None:
             failed += [name] if status else []
     wall, peak, status = run_command(search_args(args, model_dir, data_dir, work / "search"), work / "search.log")
     print(
-        f"search 2 trials  peak RSS {peak:5.1f} GiB  wall {wall:6.1f} s  exit status {status}  ({args.search_method}, paper layout, {load()})"
+        f"search 2 trials  peak RSS {peak:5.1f} GiB  wall {wall:6.1f} s  exit status {status}  ({args.search_method}, "
+        f"paper layout, {load()})"
     )
     failed += ["search"] if status else []
     print(f"commands failed: {', '.join(failed) or 'none'}")

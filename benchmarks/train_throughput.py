@@ -12,8 +12,8 @@ U-Net step (noise, MSE in float32, backward, clipping, AdamW, scheduler; autocas
 checkpointing as the flags say, on the accelerator if there is one). The reference gets its
 images decoded and its captions tokenized up front (diffusers' DataLoader does that work per step),
 so it is timed slightly in its favour. Both run on the built-in base model and the built-in training
-list (or the model and data the flags give), built fresh for each run; the figure is the median over ``--repeats`` alternating runs of the
-timed steps only (setup excluded; memcontrol's one-time encoding is printed apart), after one
+list (or the model and data the flags give), built fresh for each run; the figure is the median over ``--repeats``
+alternating runs of the timed steps only (setup excluded; memcontrol's one-time encoding is printed apart), after one
 untimed warm-up run of each.
 
 The built-in model's VAE and text encoder are tiny next to its U-Net, so there the gain is small.
@@ -239,9 +239,10 @@ def main() -> None:
     for side in (224, 512):
         vae_flops, text_flops, unet_flops = sd15_flops(args.method, side, args.batch_size)
         print(
-            f"SD v1.5 architecture at {side} px, {args.method}, per sample of a batch of {args.batch_size} (FLOP count, "
-            f"not timed): VAE encode {vae_flops / args.batch_size:.0f} + text encoder {text_flops / args.batch_size:.0f} + U-Net "
-            f"fwd+bwd {unet_flops / args.batch_size:.0f} GFLOP -> caching bound "
+            f"SD v1.5 architecture at {side} px, {args.method}, per sample of a batch of {args.batch_size} (FLOP "
+            f"count, not timed): VAE encode {vae_flops / args.batch_size:.0f} + text encoder "
+            f"{text_flops / args.batch_size:.0f} + U-Net fwd+bwd {unet_flops / args.batch_size:.0f} GFLOP -> caching "
+            "bound "
             f"{(vae_flops + text_flops + unet_flops) / unet_flops:.2f}x"
         )
     print(f"train_speedup_vs_diffusers_loop: {theirs / ours:.2f}x")

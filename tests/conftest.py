@@ -22,7 +22,8 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Slow modules first: xdist hands out files in collection order, and the suite lasts as long as its longest worker."""
+    """Slow modules first: xdist hands out files in collection order, and the suite lasts as long as its longest
+    worker."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -104,7 +104,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(module: str, package: str = PACKAGE) -> str:
-    """The layer of a module: the root package itself, or the first name under it (``memcontrol.search.run``: search)."""
+    """The layer of a module: the root package itself, or the first name under it (``memcontrol.search.run``:
+    search)."""
     return module.split(".")[1] if "." in module else package
 
 

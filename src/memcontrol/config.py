@@ -81,7 +81,8 @@ class ModelConfig:
 class DataConfig:
     train_data_dir: str | None = opt(
         None,
-        "imagefolder with metadata.jsonl/csv (file_name, text[, subject_id, split]); builtin:NAME for a built-in set; default: builtin:digits",
+        "imagefolder with metadata.jsonl/csv (file_name, text[, subject_id, split]); builtin:NAME for a built-in set; "
+        "default: builtin:digits",
     )
     resolution: int | None = opt(None, "image side in pixels; default: the model's native size", min=1)
     validation_fraction: float = opt(0.1, "share of subjects held out for validation", min=0, max=1)
@@ -233,7 +234,8 @@ class SearchConfig:
     )
     storage: str | None = opt(
         None,
-        "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; default: sqlite in --output_dir",
+        "study storage URL (sqlite:///f.db, postgresql://..., mysql://...): workers on one URL share the study; "
+        "default: sqlite in --output_dir",
     )
     study_name: str = opt("memcontrol", "name of the study in the storage (the method is appended)")
     heartbeat_interval: int = opt(60, "seconds between a running trial's heartbeats", min=1)
@@ -372,7 +374,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build(classes: tuple[type, ...], args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> tuple:
-    """Instances of ``classes`` from ``defaults`` (over the fields'), the YAML file named by ``--config`` and the flags."""
+    """Instances of ``classes`` from ``defaults`` (over the fields'), the YAML file named by ``--config`` and the
+    flags."""
     file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
     known = {f.name for _, options in _flag_groups(classes) for _, f in options}
     unknown = sorted(set(file_values) - known)

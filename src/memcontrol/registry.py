@@ -19,8 +19,8 @@ Option = tuple[type, dataclasses.Field]  # a plug-in option: the dataclass that 
 
 
 class Registry(Generic[T]):
-    """Plug-ins with a ``name`` (classes with options have a ``config_class``, a subclass of ``config_base``), found by a
-    command-line ``flag``."""
+    """Plug-ins with a ``name`` (classes with options have a ``config_class``, a subclass of ``config_base``), found by
+    a command-line ``flag``."""
 
     every: ClassVar[list[Registry]] = []  # every registry made, in order: the plug-in families the CLI lists
 

@@ -79,7 +79,8 @@ def load_for_training(cfg: ModelConfig, accelerator: Accelerator) -> StableDiffu
 
 
 def cast_frozen(module: torch.nn.Module, trainable: list[torch.nn.Parameter], dtype: torch.dtype) -> None:
-    """Frozen floating-point parameters and buffers of ``module`` to ``dtype``, in place; ``trainable`` stay as they are.
+    """Frozen floating-point parameters and buffers of ``module`` to ``dtype``, in place; ``trainable`` stay as they
+    are.
 
     As diffusers' LoRA scripts do: under mixed precision a PEFT run keeps the frozen bulk of the U-Net in half
     (half the memory, no per-step casts of frozen weights) and its few trainable weights in float32.

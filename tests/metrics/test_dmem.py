@@ -96,7 +96,8 @@ def test_unknown_mode_and_summary(pipe):
 
 
 def test_the_trajectories_end_in_the_images_generate_draws_for_the_same_seeds(pipe):
-    """d_mem is measured on the very trajectories that produce the generated images: their ends, decoded, are those images."""
+    """d_mem is measured on the very trajectories that produce the generated images: their ends, decoded, are those
+    images."""
     ends = []
     dmem_trajectory(pipe, PROMPTS, seed=5, batch_size=2, on_images=ends.append, **FAST)
     settings = {k: v for k, v in FAST.items() if k != "progress"}

@@ -27,13 +27,15 @@ def tiny_text(tiny_model_dir):
 
 @pytest.fixture
 def caption_embeddings(tiny_text):
-    """A factory: cached embeddings of ``captions`` (default: three, the first and last the same) with the tiny model."""
+    """A factory: cached embeddings of ``captions`` (default: three, the first and last the same) with the tiny
+    model."""
     return lambda captions=CAPTIONS: CaptionEmbeddings(*tiny_text, captions, progress=False)
 
 
 @pytest.fixture
 def train(tiny_configs):
-    """A factory: train `full` on the tiny data with TrainConfig overrides; (unet parameters before, after, TrainResult)."""
+    """A factory: train `full` on the tiny data with TrainConfig overrides; (unet parameters before, after,
+    TrainResult)."""
 
     def run(**overrides):
         model_cfg, data_cfg, train_cfg, _ = tiny_configs

@@ -10,7 +10,8 @@ from memcontrol.models.architectures import build_unet
 
 @pytest.fixture
 def tiny_unet():
-    """A factory: the same randomly initialised tiny U-Net (7 sites) each time, so that two of them share base weights."""
+    """A factory: the same randomly initialised tiny U-Net (7 sites) each time, so that two of them share base
+    weights."""
 
     def build():
         torch.manual_seed(0)

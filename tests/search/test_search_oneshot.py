@@ -151,7 +151,8 @@ def test_a_site_off_in_the_supernet_acts_as_the_base_model(tiny_configs, method)
 
 
 def test_the_confirmed_masks_are_the_pick_then_those_adding_most_hypervolume():
-    """Not the extremes of the front by default: the second mask is the one covering the most that the first does not."""
+    """Not the extremes of the front by default: the second mask is the one covering the most that the first does
+    not."""
     points = np.array([[0.0, 1.0], [0.4, 0.4], [1.0, 0.0], [0.6, 0.6], [0.9, 0.1]])
     assert masks_to_confirm(points, 3, "normalized_mean") == [1, 4, 0]
     assert sorted(masks_to_confirm(points, 5, "normalized_mean")) == [0, 1, 2, 4]  # the front only: 3 is dominated

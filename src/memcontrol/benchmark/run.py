@@ -1,4 +1,5 @@
-"""A benchmark (`memcontrol benchmark`): methods x mitigations x seeds on one dataset, as tables and the paper's Figure 4.
+"""A benchmark (`memcontrol benchmark`): methods x mitigations x seeds on one dataset, as tables and the paper's
+Figure 4.
 
 output_dir/
   search/                  the search for the memcontrol row (`memcontrol search`), unless --mask_file is given

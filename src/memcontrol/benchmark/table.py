@@ -62,7 +62,8 @@ def cell_record(directory: Path) -> dict:
 
 
 def regenerated(metrics: dict) -> int | None:
-    """D_mem images whose nearest generation is under the attack's threshold: a copy without the attack's group of them."""
+    """D_mem images whose nearest generation is under the attack's threshold: a copy without the attack's group of
+    them."""
     if not metrics.get("closest"):
         return None
     threshold = metrics["settings"]["extraction_threshold"]
@@ -115,8 +116,8 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str], fail
         "# Benchmark: methods x mitigations",
         "",
         f"Mean ± standard deviation over the seeds of each line ({summaries[0]['seeds']}). FID, AMD and alignment on "
-        f"{first['test_prompts']} test prompts; extracted and regenerated (of {first['dmem_prompts']}: by the attack, and "
-        "by a nearest generation under its threshold) and d_mem on the D_mem prompts; "
+        f"{first['test_prompts']} test prompts; extracted and regenerated (of {first['dmem_prompts']}: by the attack, "
+        "and by a nearest generation under its threshold) and d_mem on the D_mem prompts; "
         + _train_attack_note(records)
         + "trainable % of the U-Net's parameters; train s: the fine-tuning loop; wall s: training (with caching and "
         "samples) and evaluation of a cell. Every seed's values are in cells.csv.",
@@ -125,7 +126,8 @@ def write_tables(records: list[dict], output_dir: Path, figures: list[str], fail
         "",
         *(
             [
-                f"Failed, not in the table (each cell's failure.txt says why; run again to retry): {', '.join(failed)}.",
+                "Failed, not in the table (each cell's failure.txt says why; run again to retry): "
+                f"{', '.join(failed)}.",
                 "",
             ]
             if failed

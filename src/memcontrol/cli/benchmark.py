@@ -24,5 +24,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
     table = run_benchmark(BenchmarkRunConfig.from_args(args), args.output_dir)
     print(table.read_text())
     print(
-        f"table.md, table.csv, cells.csv, tradeoff.png/csv and the closest-generation figures written to {args.output_dir}"
+        "table.md, table.csv, cells.csv, tradeoff.png/csv and the closest-generation figures written to "
+        f"{args.output_dir}"
     )

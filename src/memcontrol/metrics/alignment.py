@@ -55,8 +55,9 @@ def load_clip(model: str | os.PathLike, device: str | torch.device = "cpu") -> t
         processor = CLIPProcessor.from_pretrained(model, local_files_only=True)
     except OSError as e:
         raise UserError(
-            f"CLIP model {model}: not available on this machine ({str(e).strip().splitlines()[0]}); memcontrol never downloads "
-            "weights: give a local folder, or fetch one once, e.g. `huggingface-cli download openai/clip-vit-large-patch14`"
+            f"CLIP model {model}: not available on this machine ({str(e).strip().splitlines()[0]}); memcontrol never "
+            "downloads weights: give a local folder, or fetch one once, e.g. `huggingface-cli download "
+            "openai/clip-vit-large-patch14`"
         ) from None
     _torchmetrics_clip_score()  # missing: say so now rather than after generating the images to score
     return clip, processor

@@ -187,7 +187,8 @@ def dmem_scores(
     progress: bool = True,
     on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """d_mem of each example (P,): of its caption in ``trajectory`` mode, of its caption and image in ``training-noise`` mode.
+    """d_mem of each example (P,): of its caption in ``trajectory`` mode, of its caption and image in
+    ``training-noise`` mode.
 
     ``on_images``: see ``dmem_trajectory``; the training-noise mode generates no images and never calls it.
     """

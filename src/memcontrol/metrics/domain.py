@@ -113,7 +113,8 @@ def train_domain_encoder(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> DomainCNN:
-    """Train a classifier of ``labels`` (indices into ``class_names``) on ``images`` in [0, 1]; returned in eval mode."""
+    """Train a classifier of ``labels`` (indices into ``class_names``) on ``images`` in [0, 1]; returned in eval
+    mode."""
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"need as many labels as images, at least one; got {len(images)} images, {len(labels)} labels")
     torch.manual_seed(seed)  # initial weights

@@ -34,7 +34,8 @@ REFERENCE_BLOCK = 64  # training images of one caption compared at once
 
 
 def _tiles(images: torch.Tensor, grid: int) -> list[torch.Tensor]:
-    """(N, C, H, W) -> grid * grid tensors (N, tile elements); sides that do not divide evenly give tiles differing by a pixel."""
+    """(N, C, H, W) -> grid * grid tensors (N, tile elements); sides that do not divide evenly give tiles differing by
+    a pixel."""
     return [tile.flatten(1) for rows in images.tensor_split(grid, dim=2) for tile in rows.tensor_split(grid, dim=3)]
 
 
@@ -113,7 +114,8 @@ def attack_groups(
 
 
 def training_distances(generated: torch.Tensor, originals: torch.Tensor, grid: int = 4) -> torch.Tensor:
-    """(P, G): the tile distance of each of P prompts' generations (P, G, C, H, W) to its training image (P, C, H, W)."""
+    """(P, G): the tile distance of each of P prompts' generations (P, G, C, H, W) to its training image (P, C, H,
+    W)."""
     return torch.stack([tile_distances(generated[p], originals[p : p + 1], grid)[:, 0] for p in range(len(originals))])
 
 
@@ -238,7 +240,8 @@ def _keep_closest(
     first: int,
 ) -> None:
     """Add each of the chunk's prompts' generation nearest a training image to ``run``, with that image (see
-    ``_reference_distances`` for ``to_training`` and ``nearest_reference``); ``first``: the chunk's first generated_index."""
+    ``_reference_distances`` for ``to_training`` and ``nearest_reference``); ``first``: the chunk's first
+    generated_index."""
     distances, nearest = to_training.min(dim=1)
     for p, examples in enumerate(chunk_references):
         g = int(nearest[p])

@@ -15,7 +15,8 @@ from memcontrol.registry import Registry
 
 
 class FeatureExtractor(ABC):
-    """Subclasses set ``name`` and ``num_features`` (the attribute torchmetrics' FID also expects) and embed one batch."""
+    """Subclasses set ``name`` and ``num_features`` (the attribute torchmetrics' FID also expects) and embed one
+    batch."""
 
     name: ClassVar[str]
     num_features: int

@@ -58,8 +58,8 @@ class XRayDenseNet(FeatureExtractor):
         path = _xrv_weights_path(xrv)
         if not path.is_file():
             raise UserError(
-                f"feature extractor 'torchxrayvision': weights file {path} not found; memcontrol never downloads weights: "
-                f"fetch it once from {XRV_WEIGHTS_URL} to that path"
+                f"feature extractor 'torchxrayvision': weights file {path} not found; memcontrol never downloads "
+                f"weights: fetch it once from {XRV_WEIGHTS_URL} to that path"
             )
         self.model = xrv.models.DenseNet(weights=XRV_WEIGHTS).to(self.device).eval()
 
@@ -74,8 +74,8 @@ def _import_torchxrayvision():
     except Exception as e:  # not installed, or a dependency (torchvision) that fails to load
         raise UserError(
             f"feature extractor 'torchxrayvision': the package cannot be imported ({e}); install it with "
-            f"`pip install torchxrayvision` (or `pip install memcontrol[xray]`) and put {os.path.basename(XRV_WEIGHTS_URL)} "
-            f"(from {XRV_WEIGHTS_URL}) in ~/.torchxrayvision/models_data/"
+            "`pip install torchxrayvision` (or `pip install memcontrol[xray]`) and put "
+            f"{os.path.basename(XRV_WEIGHTS_URL)} (from {XRV_WEIGHTS_URL}) in ~/.torchxrayvision/models_data/"
         ) from None
     return torchxrayvision
 

@@ -23,7 +23,8 @@ METRICS_FILE = "metrics.json"
 def run_evaluate(
     model_dir: str, output_dir: str | Path, model_cfg: ModelConfig, features: FeatureConfig, settings: EvalConfig
 ) -> dict:
-    """Evaluate a `memcontrol train` output on the held-out split (``settings.eval_split``) of the data it was trained on."""
+    """Evaluate a `memcontrol train` output on the held-out split (``settings.eval_split``) of the data it was trained
+    on."""
     device = make_accelerator(model_cfg).device
     pipe, manifest = load_trained(model_dir, device=device, dtype=WEIGHT_DTYPES[model_cfg.mixed_precision])
     data_cfg = DataConfig(**{f.name: manifest["config"][f.name] for f in dataclasses.fields(DataConfig)})

@@ -67,6 +67,7 @@ def format_accounting(report: dict) -> str:
         [
             f"{'bit':>3}  {'trainable':>13}  site",
             *(rows or ["  (no sites: this method takes no mask in this layout)"]),
-            f"trainable {report['trainable']:,} of {report['total']:,} U-Net parameters ({100 * report['fraction']:.4f}%)",
+            f"trainable {report['trainable']:,} of {report['total']:,} U-Net parameters "
+            f"({100 * report['fraction']:.4f}%)",
         ]
     )

@@ -136,7 +136,8 @@ class PeftMethod(ABC):
         return on
 
     def param_groups(self, unet: nn.Module, params: list[nn.Parameter], learning_rate: float) -> list[dict]:
-        """Optimizer parameter groups for what ``apply`` returned: one at ``learning_rate`` unless a method needs more."""
+        """Optimizer parameter groups for what ``apply`` returned: one at ``learning_rate`` unless a method needs
+        more."""
         return [{"params": params, "lr": learning_rate}] if params else []
 
     def trained_state(self, unet: nn.Module) -> dict[str, torch.Tensor]:

@@ -30,7 +30,8 @@ class SearchedMask:
         where = f"{self.flag} {self.path}"
         if method.name != self.method:
             raise UserError(
-                f"{where}: a mask of method {self.method!r}, not of --method {method.name!r} (give --method {self.method})"
+                f"{where}: a mask of method {self.method!r}, not of --method {method.name!r} (give --method "
+                f"{self.method})"
             )
         if not is_bit_string(self.mask):
             raise UserError(f"{where}: its mask {self.mask!r} is not a string of 0 and 1")

@@ -94,7 +94,8 @@ class SVDiff(PeftMethod):
     def _factors(self, path: str, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The SVD of the weight at ``path``: from the cache while that weight is unchanged, else computed (and cached).
 
-        Cached copies wait in CPU memory (about the U-Net's size for every site on), leaving the accelerator's to training.
+        Cached copies wait in CPU memory (about the U-Net's size for every site on), leaving the accelerator's to
+        training.
         """
         if self.cache is None or weight.is_meta:
             return singular_factors(weight)

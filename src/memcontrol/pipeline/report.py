@@ -92,9 +92,9 @@ def _test_section(manifest: dict, metrics: dict, dmem_size: int) -> list[str]:
     return [
         "## Result on the test split",
         "",
-        f"The chosen mask `{manifest['mask']}` of `{manifest['method']}`, fine-tuned on the full training split (stage 2), "
-        f"evaluated on {metrics.get('num_test')} test prompts with the `{metrics.get('feature_extractor')}` features; "
-        f"the extraction attack and d_mem on the {dmem_size} D_mem prompts.",
+        f"The chosen mask `{manifest['mask']}` of `{manifest['method']}`, fine-tuned on the full training split "
+        f"(stage 2), evaluated on {metrics.get('num_test')} test prompts with the `{metrics.get('feature_extractor')}` "
+        f"features; the extraction attack and d_mem on the {dmem_size} D_mem prompts.",
         "",
         *markdown_table(["metric", "value"], rows),
         "",
@@ -131,8 +131,9 @@ def _search_section(search: Path, pareto: dict, data: dict, options: dict, objec
         "## Stage 1: mask search",
         "",
         f"{sum(states.values())} trials ({counts}), sampler {sampler}{population}. Training set of each trial: "
-        f"{data['proxy_images']} training images and D_mem, {len(data['dmem'])} pairs repeated {data['dmem_repeats']} times "
-        f"({data['proxy_items']} items), {steps} steps. d_mem on D_mem's prompts, sample quality on validation prompts.",
+        f"{data['proxy_images']} training images and D_mem, {len(data['dmem'])} pairs repeated {data['dmem_repeats']} "
+        f"times ({data['proxy_items']} items), {steps} steps. d_mem on D_mem's prompts, sample quality on validation "
+        "prompts.",
         "",
         f"![Pareto front](search/{PARETO_PNG})",
         "",

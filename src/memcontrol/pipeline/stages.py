@@ -72,8 +72,8 @@ def _state(path: Path, options: dict, defaults: dict, label: str) -> dict:
     key = changed_option(old, options, defaults)
     if key is not None:
         raise UserError(
-            f"{path.parent} holds a {label} made with {key}={json.dumps(old.get(key))}, not {json.dumps(options.get(key))}: "
-            "give another --output_dir (or delete that folder)"
+            f"{path.parent} holds a {label} made with {key}={json.dumps(old.get(key))}, not "
+            f"{json.dumps(options.get(key))}: give another --output_dir (or delete that folder)"
         )
     return {**state, "version": STATE_VERSION, "options": old}
 

@@ -102,8 +102,9 @@ class TrialMetrics:
     def __call__(
         self, pipe: StableDiffusionPipeline, output_dir: Path, keep: int = 0
     ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """The objectives' values, and the first ``keep`` images that measuring them generated anyway, by group: "validation"
-        (FID's samples) and "dmem" (the ends of d_mem's trajectories, one per prompt), image i from seed + i.
+        """The objectives' values, and the first ``keep`` images that measuring them generated anyway, by group:
+        "validation" (FID's samples) and "dmem" (the ends of d_mem's trajectories, one per prompt), image i from
+        seed + i.
 
         ``output_dir`` receives the extraction attack's figure when it runs.
         """

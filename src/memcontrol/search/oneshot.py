@@ -11,8 +11,10 @@ Kendall's tau for that reason), so up to ``--oneshot_confirm`` masks of the one-
 stand-alone, exactly as bi-level trials, in a study of their own; the pick is made among them.
 
     output_dir/oneshot/supernet.safetensors, supernet.json  the supernet's trained parameters, its setup and compute
-    output_dir/oneshot/scores.json                          every scored mask's one-shot objectives, the scoring's compute
-    output_dir/oneshot.csv                                  each scored mask: one-shot and, where confirmed, stand-alone values
+    output_dir/oneshot/scores.json                          every scored mask's one-shot objectives, the scoring's
+                                                            compute
+    output_dir/oneshot.csv                                  each scored mask: one-shot and, where confirmed,
+                                                            stand-alone values
 """
 
 from __future__ import annotations
@@ -375,7 +377,8 @@ def run_oneshot(
     masks = [m for m in sorted(scores["scores"]) if np.isfinite(oriented(scores["scores"][m], objectives)).all()]
     if not masks:
         raise UserError(
-            f"no mask could be scored from the supernet (every one has a non-finite objective); see {work / SCORES_JSON}"
+            "no mask could be scored from the supernet (every one has a non-finite objective); see "
+            f"{work / SCORES_JSON}"
         )
     points = np.stack([oriented(scores["scores"][m], objectives) for m in masks])
     confirm = [masks[i] for i in masks_to_confirm(points, cfg.oneshot_confirm, cfg.pick_rule)]

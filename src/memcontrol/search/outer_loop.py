@@ -43,7 +43,8 @@ OPEN_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Factory:
-    """A plug-in made by a function of its settings: a sampler, from ``(SearchConfig, seed)``; a crossover, from none."""
+    """A plug-in made by a function of its settings: a sampler, from ``(SearchConfig, seed)``; a crossover, from
+    none."""
 
     name: str
     make: Callable[..., Any]
@@ -167,7 +168,8 @@ class TrialSeededSampler(BaseSampler):
 
 
 def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStorage:
-    """The study's database: ``--storage``, else SQLite in ``output_dir``; with heartbeats and retry of interrupted trials."""
+    """The study's database: ``--storage``, else SQLite in ``output_dir``; with heartbeats and retry of interrupted
+    trials."""
     url = cfg.storage or f"sqlite:///{(output_dir / STUDY_FILE).resolve()}"
     shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True) if "://" in url else url
     if not url.startswith(URL_SCHEMES):
@@ -192,8 +194,9 @@ def open_storage(cfg: SearchConfig, output_dir: Path) -> optuna.storages.RDBStor
             )
         except ImportError:
             raise UserError(
-                f"--storage {shown}: its database driver is not installed (PostgreSQL: pip install 'memcontrol[postgres]' and write"
-                " postgresql+psycopg://...; MySQL: pip install pymysql and write mysql+pymysql://...)"
+                f"--storage {shown}: its database driver is not installed (PostgreSQL: pip install "
+                "'memcontrol[postgres]' and write postgresql+psycopg://...; MySQL: pip install pymysql and write "
+                "mysql+pymysql://...)"
             ) from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
             # Workers started together race to create a new database's tables: the losers find them on another try.
@@ -277,7 +280,8 @@ def run_trials(
             return
         if sum(DUPLICATE_OF in t.user_attrs for t in trials) > DUPLICATES_PER_TRIAL * n_trials:
             raise UserError(
-                f"the sampler keeps proposing what was tried already: the space has fewer than {n_trials} proposals left"
+                f"the sampler keeps proposing what was tried already: the space has fewer than {n_trials} proposals "
+                "left"
             )
         running = sum(t.state == TrialState.RUNNING for t in trials)
         waiting = any(t.state == TrialState.WAITING for t in trials)

@@ -31,7 +31,8 @@ def plot_pareto(
     """Trials (blue, one marker per method), the Pareto front (red), the chosen mask (cyan), and the baselines
     (squares: full fine-tuning green, methods with every site on orange); one panel per pair of objectives.
 
-    ``points`` (N, K) are the trials' objective values, ``front`` marks the front, ``baselines`` are (label, method, values).
+    ``points`` (N, K) are the trials' objective values, ``front`` marks the front, ``baselines`` are (label, method,
+    values).
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 

@@ -48,7 +48,8 @@ def trial_setup(job: RunConfig, data_record: dict) -> dict:
 
 
 def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True) -> dict:
-    """Run trials until every study holds ``--n_trials`` finished ones, evaluate the baselines, pick; return best_mask.json."""
+    """Run trials until every study holds ``--n_trials`` finished ones, evaluate the baselines, pick; return
+    best_mask.json."""
     output_dir = ensure_writable_dir(output_dir)
     if job.search.n_trials < 1:
         raise UserError(f"--n_trials must be at least 1, got {job.search.n_trials}")
@@ -69,7 +70,8 @@ def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True)
     if strategy.explore:  # its study holds the masks it confirms, trained as the bi-level trials are
         if len(spaces) > 1 or len(spaces[0].sites) > 1:
             raise UserError(
-                f"--strategy {strategy.name}: searches one method's masks; give --method one method, not {job.train.method}"
+                f"--strategy {strategy.name}: searches one method's masks; give --method one method, not "
+                f"{job.train.method}"
             )
         summary = strategy.explore(
             job,

@@ -82,7 +82,8 @@ class RunConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
-        """From the flags and ``--config``; on built-in data without ``--config``, over the CPU preset (sized for a CPU)."""
+        """From the flags and ``--config``; on built-in data without ``--config``, over the CPU preset (sized for a
+        CPU)."""
         builtin = is_builtin(getattr(args, "train_data_dir", None))
         defaults = load_yaml(CPU_PRESET) if builtin and not getattr(args, "config", None) else None
         return cls(*build(cls.classes(), args, defaults=defaults))

@@ -50,7 +50,8 @@ class SearchSpace:
 
 
 def search_spaces(train: TrainConfig, search: SearchConfig, unet: nn.Module) -> list[SearchSpace]:
-    """One space per study: one method, or with ``--method all`` one per method (union) or one choosing it (categorical).
+    """One space per study: one method, or with ``--method all`` one per method (union) or one choosing it
+    (categorical).
 
     ``unet`` may be on the meta device: only its module paths are read.
     """
