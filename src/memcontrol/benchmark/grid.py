@@ -11,7 +11,6 @@ A stage done is skipped when the benchmark runs again; a cell made with other op
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from memcontrol.mitigations import get_mitigation
 from memcontrol.mitigations.base import MITIGATIONS
 from memcontrol.peft.base import METHODS
 from memcontrol.peft.mask_file import SearchedMask
-from memcontrol.pipeline.stages import Stage, run_stages
+from memcontrol.pipeline.stages import Stage, run_stages, stages_done
 from memcontrol.registry import Registry
 from memcontrol.search.run_config import OPERATIONAL, RunConfig
 from memcontrol.train.run import resumed, run_train
@@ -160,8 +159,7 @@ def check_cell(job: RunConfig, cell: Cell, directory: Path) -> None:
 
 def cell_finished(directory: Path) -> bool:
     """Whether every stage of the cell in ``directory`` is done."""
-    path = directory / CELL_FILE
-    return path.is_file() and {d["stage"] for d in json.loads(path.read_text())["stages"]} >= STAGES.keys()
+    return stages_done(directory / CELL_FILE) >= STAGES.keys()
 
 
 def _train(job: RunConfig, directory: Path, progress: bool) -> None:
