@@ -72,6 +72,35 @@ def tiny_data_dir(tmp_path):
 
 
 @pytest.fixture
+def fast_train_flags(tiny_model_dir, tiny_data_dir):
+    """fast_train_flags(out): `memcontrol train` flags for two steps of batch 2 of the tiny model on the tiny data."""
+
+    def flags(out) -> list[str]:
+        return [
+            "--pretrained_model_name_or_path",
+            str(tiny_model_dir),
+            "--train_data_dir",
+            str(tiny_data_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--train_batch_size",
+            "2",
+            "--num_inference_steps",
+            "2",
+            "--validation_fraction",
+            "0.2",
+            "--test_fraction",
+            "0.2",
+            "--device",
+            "cpu",
+        ]
+
+    return flags
+
+
+@pytest.fixture
 def tiny_configs(tiny_model_dir, tiny_data_dir):
     """Configs for a seconds-long run of the real code path on the tiny model and data."""
     return (

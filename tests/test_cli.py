@@ -17,33 +17,10 @@ def _run(capsys, *argv):
     return code, captured.err.strip()
 
 
-def _fast(model_dir, data_dir, out):
-    return [
-        "--pretrained_model_name_or_path",
-        str(model_dir),
-        "--train_data_dir",
-        str(data_dir),
-        "--output_dir",
-        str(out),
-        "--max_train_steps",
-        "2",
-        "--train_batch_size",
-        "2",
-        "--num_inference_steps",
-        "2",
-        "--validation_fraction",
-        "0.2",
-        "--test_fraction",
-        "0.2",
-        "--device",
-        "cpu",
-    ]
-
-
 def test_train_with_a_diffusers_folder_writes_weights_manifest_and_grid(
-    capsys, tiny_model_dir, tiny_data_dir, tmp_path
+    fast_train_flags, capsys, tiny_model_dir, tmp_path
 ):
-    code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"))
+    code, err = _run(capsys, "train", *fast_train_flags(tmp_path / "out"))
     assert code == 0, err
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["base_model"] == str(tiny_model_dir.resolve())
@@ -53,10 +30,10 @@ def test_train_with_a_diffusers_folder_writes_weights_manifest_and_grid(
     assert (tmp_path / "out" / "samples" / "grid.png").is_file()
 
 
-def test_yaml_config_is_read_and_flags_win(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
+def test_yaml_config_is_read_and_flags_win(fast_train_flags, capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"learning_rate": 1e-3, "max_train_steps": 3, "seed": 4}))
-    argv = _fast(tiny_model_dir, tiny_data_dir, tmp_path / "out")
+    argv = fast_train_flags(tmp_path / "out")
     code, err = _run(capsys, "train", "--config", str(config), *argv)
     assert code == 0, err
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -65,8 +42,8 @@ def test_yaml_config_is_read_and_flags_win(capsys, tiny_model_dir, tiny_data_dir
     assert manifest["config"]["max_train_steps"] == 2  # the flag wins over the file
 
 
-def test_generate_from_a_trained_model_is_reproducible(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
-    assert _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "model"))[0] == 0
+def test_generate_from_a_trained_model_is_reproducible(fast_train_flags, capsys, tmp_path):
+    assert _run(capsys, "train", *fast_train_flags(tmp_path / "model"))[0] == 0
     common = [
         "--model_dir",
         str(tmp_path / "model"),
@@ -124,13 +101,15 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_status_2(case, capsys, tiny_model_dir, tiny_data_dir, tmp_path):
+def test_bad_input_is_one_line_and_exit_status_2(
+    fast_train_flags, case, capsys, tiny_model_dir, tiny_data_dir, tmp_path
+):
     out = tmp_path / "out"
     out.mkdir()
     (out / "earlier-result.json").write_text("{}")
     make_args, must_name = BAD_INPUTS[case]
     extra = make_args(tiny_data_dir, tiny_model_dir, tmp_path)
-    code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, out), *extra)
+    code, err = _run(capsys, "train", *fast_train_flags(out), *extra)
     assert code == 2 and "Traceback" not in err
     message = err.replace("\r", "\n").splitlines()[-1]  # after any progress bar
     assert message.startswith("memcontrol train: error: ") and must_name in message
@@ -138,23 +117,21 @@ def test_bad_input_is_one_line_and_exit_status_2(case, capsys, tiny_model_dir, t
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_dir(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
+def test_unwritable_output_dir(fast_train_flags, capsys, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, locked / "out"))
+    code, err = _run(capsys, "train", *fast_train_flags(locked / "out"))
     assert code == 2 and "locked" in err
 
 
-def test_output_dir_that_is_a_file(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
+def test_output_dir_that_is_a_file(fast_train_flags, capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code, err = _run(capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, blocker / "out"))
+    code, err = _run(capsys, "train", *fast_train_flags(blocker / "out"))
     assert code == 2 and "output directory" in err
 
 
-def test_mixed_precision_bf16_trains_and_samples(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
-    code, err = _run(
-        capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--mixed_precision", "bf16"
-    )
+def test_mixed_precision_bf16_trains_and_samples(fast_train_flags, capsys, tmp_path):
+    code, err = _run(capsys, "train", *fast_train_flags(tmp_path / "out"), "--mixed_precision", "bf16")
     assert code == 0, err
     assert (tmp_path / "out" / "samples" / "grid.png").is_file()

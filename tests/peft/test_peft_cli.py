@@ -50,34 +50,9 @@ def test_sites_table_reads_the_yaml_and_the_model_folder(capsys, tiny_model_dir,
     assert lines[-1].startswith("trainable ") and "U-Net parameters" in lines[-1]
 
 
-def _fast(model_dir, data_dir, out):
-    return [
-        "--pretrained_model_name_or_path",
-        str(model_dir),
-        "--train_data_dir",
-        str(data_dir),
-        "--output_dir",
-        str(out),
-        "--max_train_steps",
-        "2",
-        "--train_batch_size",
-        "2",
-        "--num_inference_steps",
-        "2",
-        "--validation_fraction",
-        "0.2",
-        "--test_fraction",
-        "0.2",
-        "--device",
-        "cpu",
-    ]
-
-
 @pytest.mark.parametrize("name", method_names())
-def test_train_with_every_method_and_a_mask(name, capsys, tiny_model_dir, tiny_data_dir, tmp_path):
-    _run(
-        capsys, "train", *_fast(tiny_model_dir, tiny_data_dir, tmp_path / "out"), "--method", name, "--mask", "1010101"
-    )
+def test_train_with_every_method_and_a_mask(fast_train_flags, name, capsys, tmp_path):
+    _run(capsys, "train", *fast_train_flags(tmp_path / "out"), "--method", name, "--mask", "1010101")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (
         manifest["method"] == name
@@ -89,8 +64,8 @@ def test_train_with_every_method_and_a_mask(name, capsys, tiny_model_dir, tiny_d
     assert not any(parametrize.is_parametrized(m) for m in pipe.unet.modules())
 
 
-def test_train_passes_the_method_options(capsys, tiny_model_dir, tiny_data_dir, tmp_path):
-    argv = _fast(tiny_model_dir, tiny_data_dir, tmp_path / "out")
+def test_train_passes_the_method_options(fast_train_flags, capsys, tmp_path):
+    argv = fast_train_flags(tmp_path / "out")
     _run(
         capsys,
         "train",
