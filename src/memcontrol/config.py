@@ -162,7 +162,7 @@ class TrainConfig:
     )
     # The options of the methods and mitigations, by flag name: those given (the others are at their defaults).
     # Each plug-in declares its own (memcontrol.registry); they are flags and YAML keys as the fields above are.
-    plugin_options: dict[str, Any] = field(default_factory=dict, metadata={"plugins": True})
+    plugin_options: dict[str, Any] = field(default_factory=dict, metadata={"plugins": ("method", "mitigation")})
 
 
 @dataclass
@@ -174,7 +174,8 @@ class SampleConfig:
 
 @dataclass
 class SearchConfig:
-    """The mask search (stage 1): its objectives, sampler, budget and storage."""
+    """The mask search (stage 1): its objectives, sampler, budget and storage; the sampler's and the strategy's own
+    options are theirs (``plugin_options``)."""
 
     n_trials: int = opt(
         20, "finished trials the study is to hold (per method with --method all and union), whoever runs them", min=1
@@ -206,13 +207,6 @@ class SearchConfig:
         "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random",
         registry="sampler",
     )
-    population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
-    crossover: str = opt("uniform", "NSGA-II crossover", registry="crossover")
-    crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
-    mutation_prob: float | None = opt(
-        None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1
-    )
-    startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled", min=0)
     search_seed: int = opt(
         0,
         "seed of the sampler; trial n draws from seed + n, so that workers and resumed runs never propose alike",
@@ -249,25 +243,9 @@ class SearchConfig:
         "the proxy set, score masks from it without retraining, and confirm its Pareto front with stand-alone trials",
         registry="search strategy",
     )
-    supernet_train_steps: int | None = opt(
-        None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1
-    )
-    oneshot_masks: int = opt(
-        32,
-        "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
-        "--sampler proposes with the supernet as the objective",
-        min=1,
-    )
-    oneshot_fid_samples: int = opt(8, "oneshot: validation prompts for a mask's FID scored from the supernet", min=2)
-    oneshot_dmem_prompts: int | None = opt(
-        None, "oneshot: D_mem prompts for a mask's d_mem scored from the supernet; default: all", min=1
-    )
-    oneshot_inference_steps: int | None = opt(
-        10, "oneshot: DDIM steps when scoring from the supernet (0 or unset: a trial's)", min=0
-    )
-    oneshot_confirm: int = opt(
-        2, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1
-    )
+    # The options of the samplers and search strategies, by flag name, as TrainConfig's plugin_options: each declares
+    # its own (memcontrol.search.outer_loop); they are recorded flat in this section (search.population_size ...).
+    plugin_options: dict[str, Any] = field(default_factory=dict, metadata={"plugins": ("sampler", "search strategy")})
 
 
 def _base_type(annotation: Any) -> type:
@@ -307,7 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
 
 def _flag_groups(classes: tuple[type, ...]) -> list[tuple[str, list[tuple[type, dataclasses.Field]]]]:
     """(title, [(class, field)]) of the flags of ``classes``: each class's fields, then the options of the plug-ins
-    a class chooses where it holds them (a field marked ``plugins``), grouped by plug-in. Refuses a plug-in option
+    whose kinds a class's field marked ``plugins`` names, grouped by plug-in. Refuses a plug-in option
     that a field of ``classes`` already names: one flag would set both."""
     groups, plugins = [], []
     for cls in classes:
@@ -324,8 +302,9 @@ def _flag_groups(classes: tuple[type, ...]) -> list[tuple[str, list[tuple[type, 
 
 
 def _plugin_kinds(holder: type) -> tuple[str, ...]:
-    """The kinds of plug-in whose options ``holder`` holds: those its fields choose (``registry``)."""
-    return tuple(f.metadata["registry"] for f in dataclasses.fields(holder) if "registry" in f.metadata)
+    """The kinds of plug-in whose options ``holder`` holds: those its ``plugins`` field names (not every registry its
+    fields choose from: SearchConfig's --baselines names methods, whose options are TrainConfig's)."""
+    return next((f.metadata["plugins"] for f in dataclasses.fields(holder) if f.metadata.get("plugins")), ())
 
 
 def _choices(f: dataclasses.Field) -> tuple | None:

@@ -79,7 +79,8 @@ class Registry(Generic[T]):
 
 def option_groups(kinds: Sequence[str] | None = None) -> dict[str, list[Option]]:
     """The options of the plug-ins of ``kinds`` (default: every kind), as ``--help`` groups them: a family's shared
-    options, then each plug-in's own; an option two plug-ins share is listed once, where it comes first."""
+    options, then each plug-in's own (under every name that has the same options class: ``--sampler gp, tpe``); an
+    option two plug-ins share is listed once, where it comes first."""
     groups: dict[str, list[Option]] = {}
     seen: set[str] = set()
     registries = Registry.every if kinds is None else [registry_of(kind) for kind in kinds]
@@ -88,7 +89,10 @@ def option_groups(kinds: Sequence[str] | None = None) -> dict[str, list[Option]]
             continue
         shared = {f.name for f in dataclasses.fields(registry.config_base)}
         named = [(f"{registry.kind} options (every {registry.flag})", registry.config_base)]
-        named += [(f"{registry.flag} {name}", config) for name, config in registry.config_classes().items()]
+        names_of: dict[type, list[str]] = {}
+        for name, config in registry.config_classes().items():
+            names_of.setdefault(config, []).append(name)
+        named += [(f"{registry.flag} {', '.join(names)}", config) for config, names in names_of.items()]
         for title, config in named:
             own = [
                 f

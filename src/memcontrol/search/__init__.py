@@ -7,7 +7,15 @@ front of the trials and one mask picked on it are the result.
 
 from memcontrol.search import oneshot  # noqa: F401  (registers --strategy oneshot)
 from memcontrol.search.objectives import OBJECTIVES, Objective, get_objectives
-from memcontrol.search.outer_loop import CROSSOVERS, SAMPLERS, STRATEGIES
+from memcontrol.search.outer_loop import (
+    CROSSOVERS,
+    SAMPLERS,
+    STRATEGIES,
+    Sampler,
+    SamplerConfig,
+    Strategy,
+    StrategyConfig,
+)
 from memcontrol.search.pick import PICK_RULES, hypervolume, pareto_mask, pick
 from memcontrol.search.run import run_search
 from memcontrol.search.run_config import RunConfig
@@ -22,7 +30,11 @@ __all__ = [
     "RunConfig",
     "Objective",
     "Proposal",
+    "Sampler",
+    "SamplerConfig",
     "SearchSpace",
+    "Strategy",
+    "StrategyConfig",
     "get_objectives",
     "hypervolume",
     "pareto_mask",

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import kendalltau
 from torch import nn
 
-from memcontrol.config import changed_option
+from memcontrol.config import SearchConfig, as_dict, changed_option, opt
 from memcontrol.data.imagefolder import Example
 from memcontrol.data.prepare import PreparedData
 from memcontrol.errors import UserError
@@ -55,6 +55,7 @@ from memcontrol.search.outer_loop import (
     ONESHOT,
     STRATEGIES,
     Strategy,
+    StrategyConfig,
     finished_count,
     make_sampler,
     run_trials,
@@ -71,6 +72,35 @@ ONESHOT_CSV = "oneshot.csv"
 SUPERNET_WEIGHTS, SUPERNET_JSON, SCORES_JSON = "supernet.safetensors", "supernet.json", "scores.json"
 SANDWICH_EVERY = 4  # steps 0, 4, 8 ... train the all-on mask, then the all-off one, in turn
 ON_PROBABILITY = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class OneShotConfig(StrategyConfig):
+    """``--strategy oneshot``'s options: the supernet's training, the fidelity masks are scored at, the confirmation."""
+
+    supernet_train_steps: int | None = opt(
+        None, "oneshot: optimisation steps of the supernet; default: a trial's", min=1
+    )
+    oneshot_masks: int = opt(
+        32,
+        "oneshot: masks scored from the supernet: every mask of a space with at most this many, else this many that "
+        "--sampler proposes with the supernet as the objective",
+        min=1,
+    )
+    oneshot_fid_samples: int = opt(8, "oneshot: validation prompts for a mask's FID scored from the supernet", min=2)
+    oneshot_dmem_prompts: int | None = opt(
+        None, "oneshot: D_mem prompts for a mask's d_mem scored from the supernet; default: all", min=1
+    )
+    oneshot_inference_steps: int | None = opt(
+        10, "oneshot: DDIM steps when scoring from the supernet (0 or unset: a trial's)", min=0
+    )
+    oneshot_confirm: int = opt(
+        2, "oneshot: most masks of the one-shot Pareto front trained stand-alone as trials, to pick among", min=1
+    )
+
+
+def oneshot_options(search: SearchConfig) -> OneShotConfig:
+    return STRATEGIES.options(ONESHOT, search.plugin_options)
 
 
 def supernet_learning_rate(space: SearchSpace) -> float:
@@ -233,16 +263,16 @@ class OneShotScorer:
         training: list[Example],
         work_dir: Path,
     ):
-        cfg, data = job.search, inner.data
+        options, data = oneshot_options(job.search), inner.data
         settings = dataclasses.replace(
             inner.settings,
-            fid_samples=cfg.oneshot_fid_samples,
-            num_inference_steps=cfg.oneshot_inference_steps or inner.settings.num_inference_steps,
+            fid_samples=options.oneshot_fid_samples,
+            num_inference_steps=options.oneshot_inference_steps or inner.settings.num_inference_steps,
         )
         self.metrics = TrialMetrics(
             objectives,
             validation=data.splits["validation"],
-            dmem=data.dmem[: cfg.oneshot_dmem_prompts or None],
+            dmem=data.dmem[: options.oneshot_dmem_prompts or None],
             training=training,
             resolution=inner.resolution,
             extractor=inner.metrics.extractor,
@@ -287,19 +317,20 @@ class OneShotScorer:
         }
 
 
-def score_masks(scorer: OneShotScorer, space: SearchSpace, cfg) -> None:
+def score_masks(scorer: OneShotScorer, space: SearchSpace, cfg: SearchConfig) -> None:
     """Every mask of a space of at most ``--oneshot_masks``, else as many distinct ones as --sampler proposes with the
     supernet as the objective."""
     (sites,) = space.sites.values()
-    if 2 ** len(sites) <= cfg.oneshot_masks:
+    count = oneshot_options(cfg).oneshot_masks
+    if 2 ** len(sites) <= count:
         for mask in itertools.product((0, 1), repeat=len(sites)):
             scorer(mask)
         return
     study = optuna.create_study(
         directions=[o.direction for o in scorer.objectives], sampler=make_sampler(cfg, cfg.search_seed)
     )
-    for _ in range(DUPLICATES_PER_TRIAL * cfg.oneshot_masks):
-        if len(scorer.scores) >= cfg.oneshot_masks:
+    for _ in range(DUPLICATES_PER_TRIAL * count):
+        if len(scorer.scores) >= count:
             return
         study.optimize(lambda trial: scorer(tuple(trial.suggest_int(site, 0, 1) for site in sites)), n_trials=1)
 
@@ -347,17 +378,18 @@ def run_oneshot(
 ) -> dict:
     """Train the supernet and score masks from it (once: later runs read their records), train the masks to confirm
     as trials of ``study``, write oneshot.csv; return the summary pareto.json records."""
-    cfg, work = job.search, output_dir / ONESHOT_DIR
+    cfg, options, work = job.search, oneshot_options(job.search), output_dir / ONESHOT_DIR
     learning_rate = supernet_learning_rate(space)
     trial_steps = cfg.trial_train_steps or job.train.max_train_steps
-    steps = cfg.supernet_train_steps or trial_steps
+    steps = options.supernet_train_steps or trial_steps
     supernet_setup = {
         **setup,
         "supernet_train_steps": steps,
         "supernet_learning_rate": learning_rate,
         "search_seed": cfg.search_seed,
     }
-    scoring_setup = {**supernet_setup, **{f"search.{k}": getattr(cfg, k) for k in SCORING_OPTIONS}}
+    recorded = as_dict(cfg)  # flat, the strategy's options among them, as run.json records them
+    scoring_setup = {**supernet_setup, **{f"search.{k}": recorded[k] for k in SCORING_OPTIONS}}
     scores = _recorded(work / SCORES_JSON, scoring_setup)
     if scores is None:
         inner = load_inner()
@@ -381,7 +413,7 @@ def run_oneshot(
             f"{work / SCORES_JSON}"
         )
     points = np.stack([oriented(scores["scores"][m], objectives) for m in masks])
-    confirm = [masks[i] for i in masks_to_confirm(points, cfg.oneshot_confirm, cfg.pick_rule)]
+    confirm = [masks[i] for i in masks_to_confirm(points, options.oneshot_confirm, cfg.pick_rule)]
     (sites,) = space.sites.values()
     for mask in confirm:
         study.enqueue_trial({site: int(bit) for site, bit in zip(sites, mask)}, skip_if_exists=True)
@@ -405,7 +437,7 @@ def run_oneshot(
     return _summary(job, data, objectives, scores, trials, confirm, learning_rate, trial_steps)
 
 
-STRATEGIES.register(Strategy(ONESHOT, run_oneshot))
+STRATEGIES.register(Strategy(ONESHOT, run_oneshot, OneShotConfig))
 
 
 SCORING_OPTIONS = ("oneshot_masks", "oneshot_fid_samples", "oneshot_dmem_prompts", "oneshot_inference_steps", "sampler")

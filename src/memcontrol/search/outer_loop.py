@@ -23,7 +23,7 @@ import sqlalchemy.exc
 from optuna.samplers import BaseSampler, nsgaii
 from optuna.trial import FrozenTrial, TrialState
 
-from memcontrol.config import SearchConfig, changed_option
+from memcontrol.config import SearchConfig, changed_option, check_fields, opt
 from memcontrol.errors import UserError
 from memcontrol.registry import Registry
 from memcontrol.search.objectives import Objective
@@ -43,11 +43,10 @@ OPEN_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Factory:
-    """A plug-in made by a function of its settings: a sampler, from ``(SearchConfig, seed)``; a crossover, from
-    none."""
+    """A crossover: made by a function of no settings."""
 
     name: str
-    make: Callable[..., Any]
+    make: Callable[[], Any]
 
 
 CROSSOVERS: Registry[Factory] = Registry("crossover", "--crossover")
@@ -57,55 +56,99 @@ CROSSOVERS.register(Factory("sbx", nsgaii.SBXCrossover))
 CROSSOVERS.register(Factory("vsbx", nsgaii.VSBXCrossover))
 CROSSOVERS.register(Factory("undx", nsgaii.UNDXCrossover))
 CROSSOVERS.register(Factory("spx", nsgaii.SPXCrossover))
-SAMPLERS: Registry[Factory] = Registry("sampler", "--sampler")
 
 
-def _nsga2(cfg: SearchConfig, seed: int) -> BaseSampler:
-    if cfg.population_size < 2:
-        raise UserError(f"--population_size must be at least 2, got {cfg.population_size}")
+@dataclass(frozen=True)
+class SamplerConfig:
+    """The options every sampler has: none (its seed and budget are the search's); a sampler with options extends
+    this next to it, and they are flags and YAML keys (``SearchConfig.plugin_options``)."""
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler: ``make(options, seed)`` builds the Optuna sampler from its options (a ``config_class``)."""
+
+    name: str
+    make: Callable[[Any, int], BaseSampler]
+    config_class: type[SamplerConfig] = SamplerConfig
+
+
+SAMPLERS: Registry[Sampler] = Registry("sampler", "--sampler", SamplerConfig)
+
+
+@dataclass(frozen=True)
+class NSGA2Config(SamplerConfig):
+    population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
+    crossover: str = opt("uniform", "NSGA-II crossover", registry="crossover")
+    crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
+    mutation_prob: float | None = opt(
+        None, "NSGA-II probability of mutating each parameter; default: 1 / number of parameters", min=0, max=1
+    )
+
+
+@dataclass(frozen=True)
+class ModelBasedConfig(SamplerConfig):
+    """The model-based samplers' (TPE and GP): one option, the same for both."""
+
+    startup_trials: int = opt(10, "TPE and GP: random trials before the objectives are modelled", min=0)
+
+
+def _nsga2(options: NSGA2Config, seed: int) -> BaseSampler:
     return optuna.samplers.NSGAIISampler(
-        population_size=cfg.population_size,
-        crossover=CROSSOVERS.get(cfg.crossover).make(),
-        crossover_prob=cfg.crossover_prob,
-        mutation_prob=cfg.mutation_prob,
+        population_size=options.population_size,
+        crossover=CROSSOVERS.get(options.crossover).make(),
+        crossover_prob=options.crossover_prob,
+        mutation_prob=options.mutation_prob,
         seed=seed,
     )
 
 
-def _tpe(cfg: SearchConfig, seed: int) -> BaseSampler:  # group: the method choice makes some bits conditional
-    return optuna.samplers.TPESampler(n_startup_trials=cfg.startup_trials, multivariate=True, group=True, seed=seed)
+def _tpe(options: ModelBasedConfig, seed: int) -> BaseSampler:  # group: the method choice makes some bits conditional
+    return optuna.samplers.TPESampler(n_startup_trials=options.startup_trials, multivariate=True, group=True, seed=seed)
 
 
-def _gp(cfg: SearchConfig, seed: int) -> BaseSampler:
-    return optuna.samplers.GPSampler(n_startup_trials=cfg.startup_trials, seed=seed)
+def _gp(options: ModelBasedConfig, seed: int) -> BaseSampler:
+    return optuna.samplers.GPSampler(n_startup_trials=options.startup_trials, seed=seed)
 
 
-def _random(cfg: SearchConfig, seed: int) -> BaseSampler:
+def _random(options: SamplerConfig, seed: int) -> BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-SAMPLERS.register(Factory("nsga2", _nsga2))  # the paper
-SAMPLERS.register(Factory("tpe", _tpe))
-SAMPLERS.register(Factory("gp", _gp))
-SAMPLERS.register(Factory("random", _random))
+SAMPLERS.register(Sampler("nsga2", _nsga2, NSGA2Config))  # the paper
+SAMPLERS.register(Sampler("tpe", _tpe, ModelBasedConfig))
+SAMPLERS.register(Sampler("gp", _gp, ModelBasedConfig))
+SAMPLERS.register(Sampler("random", _random))
 
 
 def make_sampler(cfg: SearchConfig, seed: int) -> BaseSampler:
-    """The sampler of ``--sampler`` with its settings, seeded with ``seed``."""
-    return SAMPLERS.get(cfg.sampler).make(cfg, seed)
+    """The sampler of ``--sampler`` with its options, seeded with ``seed``."""
+    return SAMPLERS.get(cfg.sampler).make(SAMPLERS.options(cfg.sampler, cfg.plugin_options), seed)
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The options every search strategy has: none; a strategy with options extends this next to it (oneshot.py)."""
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class Strategy:
     """How the outer loop fills its studies. ``explore``: None when the sampler proposes every trial; otherwise a search
     of its own (called with ``run_oneshot``'s arguments) that fills the one study with the trials it confirms and
-    returns its summary for pareto.json."""
+    returns its summary for pareto.json. Its options: ``config_class``."""
 
     name: str
     explore: Callable[..., dict] | None = None
+    config_class: type[StrategyConfig] = StrategyConfig
 
 
-STRATEGIES: Registry[Strategy] = Registry("search strategy", "--strategy")
+STRATEGIES: Registry[Strategy] = Registry("search strategy", "--strategy", StrategyConfig)
 STRATEGIES.register(Strategy("bilevel"))  # the paper: each trial fine-tunes one mask the sampler proposes
 
 
@@ -117,18 +160,21 @@ def warn_if_random_search(cfg: SearchConfig) -> None:
     """Warn when ``--sampler nsga2`` gets fewer trials than twice its population: its first generation is drawn at
     random, so with fewer trials than the population the search is random search, and below twice the population
     the bred second generation is cut short."""
-    if cfg.sampler != "nsga2" or cfg.n_trials >= 2 * cfg.population_size:
+    if cfg.sampler != "nsga2":
         return
-    if cfg.n_trials <= cfg.population_size:
+    population = SAMPLERS.options("nsga2", cfg.plugin_options).population_size
+    if cfg.n_trials >= 2 * population:
+        return
+    if cfg.n_trials <= population:
         what = f"all {cfg.n_trials} trials are its random first generation: this is random search"
     else:
         what = (
-            f"{cfg.population_size} of the {cfg.n_trials} trials are its random first generation and only "
-            f"{cfg.n_trials - cfg.population_size} are bred from them: mostly random search"
+            f"{population} of the {cfg.n_trials} trials are its random first generation and only "
+            f"{cfg.n_trials - population} are bred from them: mostly random search"
         )
     warnings.warn(
-        f"--sampler nsga2 with --n_trials {cfg.n_trials} and --population_size {cfg.population_size}: {what}; give at "
-        f"least {2 * cfg.population_size} trials, a smaller --population_size, or --sampler tpe or gp",
+        f"--sampler nsga2 with --n_trials {cfg.n_trials} and --population_size {population}: {what}; give at "
+        f"least {2 * population} trials, a smaller --population_size, or --sampler tpe or gp",
         RandomSearchWarning,
         stacklevel=2,
     )
