@@ -1,5 +1,5 @@
-"""A method or mitigation is one file: its options are flags, YAML keys, --help entries and benchmark cells by
-themselves; option names stay one flat namespace, and the names runs record are today's."""
+"""A method, mitigation or search sampler is one file: its options are flags, YAML keys, --help entries and
+benchmark cells by themselves; option names stay one flat namespace, and the names runs record are today's."""
 
 from __future__ import annotations
 
@@ -13,22 +13,26 @@ import yaml
 
 from memcontrol.benchmark.grid import BenchmarkConfig, check_mitigations, grid_methods, grid_mitigations
 from memcontrol.cli import main
-from memcontrol.config import TrainConfig, as_dict, build
+from memcontrol.config import SearchConfig, TrainConfig, as_dict, build
 from memcontrol.mitigations import Mitigation, MitigationConfig, get_mitigation
 from memcontrol.mitigations.base import MITIGATIONS
 from memcontrol.peft import MethodConfig, PeftMethod, get_method
 from memcontrol.peft.base import METHODS
 from memcontrol.registry import Registry
+from memcontrol.search.outer_loop import make_sampler
 
-# A new mitigation and a new PEFT method, each with one option, as a user would write them in a file of their own.
+# A new mitigation, PEFT method and search sampler, each with one option, as a user would write them in a file of
+# their own.
 PLUGIN_FILE = """
 import dataclasses
 
+import optuna
 from torch import nn
 
 from memcontrol.config import opt
 from memcontrol.mitigations import Mitigation, MitigationConfig, register as register_mitigation
 from memcontrol.peft import MethodConfig, PeftMethod, register as register_method
+from memcontrol.search import SAMPLERS, Sampler, SamplerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +58,18 @@ class BiasTuning(PeftMethod):
 
     def adapt(self, unet: nn.Module, on) -> list[nn.Parameter]:
         return [p for path, p in unet.named_parameters() if path.endswith(".bias") and on(path)]
+
+
+@dataclasses.dataclass(frozen=True)
+class WideTPEConfig(SamplerConfig):
+    ei_candidates: int = opt(24, "wide_tpe: candidates TPE weighs for each proposal", min=1)
+
+
+def wide_tpe(options: WideTPEConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(n_ei_candidates=options.ei_candidates, seed=seed)
+
+
+SAMPLERS.register(Sampler("wide_tpe", wide_tpe, WideTPEConfig))
 """
 
 
@@ -76,12 +92,15 @@ def _out(capsys, *argv) -> tuple[int, str, str]:
 
 def test_a_plugin_file_is_listed_in_help_with_its_options_under_its_name(plugin_file, capsys):
     assert "caption_shuffle" in _out(capsys, "--help")[1] and "bias_tuning" in _out(capsys, "--help")[1]
-    for command in ("train", "run", "benchmark"):
+    for command in ("train", "search", "run", "benchmark"):
         code, text, _ = _out(capsys, command, "--help")
         assert code == 0
         assert "--mitigation caption_shuffle:\n  --shuffle_share SHUFFLE_SHARE" in text
         assert "--method bias_tuning:\n  --bias_learning_rate BIAS_LEARNING_RATE" in text
         assert "caption_shuffle" in text.split("--mitigation {")[1].split("}")[0]  # a choice of --mitigation
+        searches = command != "train"
+        assert ("--sampler wide_tpe:\n  --ei_candidates EI_CANDIDATES" in text) == searches
+        assert searches == ("--sampler {" in text and "wide_tpe" in text.split("--sampler {")[1].split("}")[0])
 
 
 def test_a_plugin_files_options_are_yaml_keys_and_flags_with_its_bounds(plugin_file, capsys, tmp_path):
@@ -96,6 +115,11 @@ def test_a_plugin_files_options_are_yaml_keys_and_flags_with_its_bounds(plugin_f
     assert get_method(train.method, train.plugin_options).options.bias_learning_rate == 0.01
     assert {"shuffle_share": 0.5, "bias_learning_rate": 0.01}.items() <= as_dict(train).items()  # what a run records
 
+    config.write_text(yaml.safe_dump({"sampler": "wide_tpe", "ei_candidates": 48, "population_size": 6}))
+    search = build((SearchConfig,), argparse.Namespace(config=str(config)))[0]
+    assert make_sampler(search, seed=0)._n_ei_candidates == 48
+    assert {"ei_candidates": 48, "population_size": 6}.items() <= as_dict(search).items()  # recorded: search.*
+
     code, text, _ = _out(
         capsys, "sites", "--architecture", "tiny", "--method", "bias_tuning", "--bias_learning_rate", "0.1"
     )
@@ -104,6 +128,10 @@ def test_a_plugin_files_options_are_yaml_keys_and_flags_with_its_bounds(plugin_f
         capsys, "train", "--mitigation", "caption_shuffle", "--shuffle_share", "2", "--output_dir", str(tmp_path)
     )
     assert code == 2 and err == "memcontrol train: error: --shuffle_share: expected at most 1, got 2.0"
+    code, _, err = _out(
+        capsys, "search", "--sampler", "wide_tpe", "--ei_candidates", "0", "--output_dir", str(tmp_path / "search")
+    )
+    assert code == 2 and err == "memcontrol search: error: --ei_candidates: expected at least 1, got 0"
 
 
 def test_a_plugin_file_joins_the_benchmark_grid(plugin_file):
@@ -151,7 +179,8 @@ def test_a_plugin_option_may_not_take_the_name_of_a_flag_every_run_has(monkeypat
 
 
 def test_runs_record_the_option_names_they_recorded_before_plugins_owned_them():
-    """Old manifests, checkpoints and studies name the plug-ins' options flat in TrainConfig's section: still so."""
+    """Old manifests, checkpoints, studies and run.json files name the plug-ins' options flat in TrainConfig's and
+    SearchConfig's sections: still so."""
     from memcontrol.search import RunConfig
 
     moved = (
@@ -167,8 +196,23 @@ def test_runs_record_the_option_names_they_recorded_before_plugins_owned_them():
         "embedding_noise_sigma",
         "caption_variants",
     )
+    search_moved = (
+        "population_size",
+        "crossover",
+        "crossover_prob",
+        "mutation_prob",
+        "startup_trials",
+        "supernet_train_steps",
+        "oneshot_masks",
+        "oneshot_fid_samples",
+        "oneshot_dmem_prompts",
+        "oneshot_inference_steps",
+        "oneshot_confirm",
+    )
     recorded = RunConfig.with_defaults().options()
     assert {f"train.{name}" for name in moved} <= recorded.keys() and "train.plugin_options" not in recorded
+    assert {f"search.{name}" for name in search_moved} <= recorded.keys() and "search.plugin_options" not in recorded
+    assert not {f"search.{name}" for name in moved} & recorded.keys()  # --baselines' methods: TrainConfig's options
     assert set(moved) <= as_dict(TrainConfig()).keys()
     old_manifest = {"layout": "paper", "norm_learning_rate": 1e-4, "rwa_words": 4}  # flat, as manifest.json's config
     svdiff = get_method("svdiff", old_manifest).options
