@@ -244,7 +244,7 @@ class SearchConfig:
         registry="search strategy",
     )
     # The options of the samplers and search strategies, by flag name, as TrainConfig's plugin_options: each declares
-    # its own (memcontrol.search.outer_loop); they are recorded flat in this section (search.population_size ...).
+    # its own (memcontrol.search: outer_loop.py, oneshot.py); recorded flat in this section (search.population_size).
     plugin_options: dict[str, Any] = field(default_factory=dict, metadata={"plugins": ("sampler", "search strategy")})
 
 

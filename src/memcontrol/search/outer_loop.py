@@ -81,6 +81,8 @@ SAMPLERS: Registry[Sampler] = Registry("sampler", "--sampler", SamplerConfig)
 
 @dataclass(frozen=True)
 class NSGA2Config(SamplerConfig):
+    """NSGA-II's options (the paper's sampler)."""
+
     population_size: int = opt(50, "NSGA-II population: with fewer trials than this the search is random", min=2)
     crossover: str = opt("uniform", "NSGA-II crossover", registry="crossover")
     crossover_prob: float = opt(0.9, "NSGA-II probability that a child comes from a crossover", min=0, max=1)
