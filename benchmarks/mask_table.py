@@ -1,13 +1,17 @@
-"""Every mask of one search space trained stand-alone once and evaluated: a tabular benchmark (as NAS-Bench-101/201
+r"""Every mask of one search space trained stand-alone once and evaluated: a tabular benchmark (as NAS-Bench-101/201
 did for architectures), so that search strategies can be replayed by look-up (benchmarks/search_quality.py).
 
-The real table of issue 14 is to be made on the new built-in base once it has landed, at a stand-alone length where
-memorization shows (STEPS, from measurements) and the learning rate of the sweep (LR). Hours of CPU; stop it at any
-time, run the same command again to go on, and commit the CSV as it grows:
+The real table of issue 14 is to be made on the new built-in base once it has landed (BASE), at the benchmark-cpu
+preset's SV-DIFF learning rate and a stand-alone length where memorization shows (300, the cpu preset's stage 2:
+check on BASE that D_mem is regenerated there, else raise it). Hours of CPU; stop it at any time, run the same
+command again to go on, and commit the CSV (and its .json) as it grows:
 
     OMP_NUM_THREADS=1 python benchmarks/mask_table.py --pretrained_model_name_or_path BASE --method svdiff \
-        --layout blocks --learning_rate LR --steps STEPS --seeds 0,1 --repeat_masks 16 --workers 2 \
+        --layout blocks --learning_rate 1e-2 --steps 300 --seeds 0,1 --repeat_masks 16 --workers 2 \
         --output benchmarks/data/mask_table_svdiff.csv
+
+Measured on the shipped base, 2 workers on the loaded 2-core machine: a 20-step mask took 50-80 s to train and
+60-85 s to evaluate (16 FID samples); a 20-step trial 14-47 s.
 
 It runs the project's own commands, in three phases (``--phases``), each resumable:
 - standalone: per mask and seed, `memcontrol train --method M --layout L --mask BITS --max_train_steps STEPS
@@ -429,6 +433,7 @@ PHASES = {"standalone": run_standalone, "trials": run_trials_phase, "oneshot": r
 
 
 def main(argv: list[str] | None = None) -> int:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         args = parse_args(argv)
         sites = site_names(args)
