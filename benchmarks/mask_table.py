@@ -1,0 +1,454 @@
+r"""Every mask of one search space trained stand-alone once and evaluated: a tabular benchmark (as NAS-Bench-101/201
+did for architectures), so that search strategies can be replayed by look-up (benchmarks/search_quality.py).
+
+The real table of issue 14 is to be made on the new built-in base once it has landed (BASE), at the benchmark-cpu
+preset's SV-DIFF learning rate and a stand-alone length where memorization shows (300, the cpu preset's stage 2:
+check on BASE that D_mem is regenerated there, else raise it). Hours of CPU; stop it at any time, run the same
+command again to go on, and commit the CSV (and its .json) as it grows:
+
+    OMP_NUM_THREADS=1 python benchmarks/mask_table.py --pretrained_model_name_or_path BASE --method svdiff \
+        --layout blocks --learning_rate 1e-2 --steps 300 --seeds 0,1 --repeat_masks 16 --workers 2 \
+        --output benchmarks/data/mask_table_svdiff.csv
+
+Measured on the shipped base, 2 workers on the loaded 2-core machine: a 20-step mask took 50-80 s to train and
+60-85 s to evaluate (16 FID samples); a 20-step trial 14-47 s.
+
+It runs the project's own commands, in three phases (``--phases``), each resumable:
+- standalone: per mask and seed, `memcontrol train --method M --layout L --mask BITS --max_train_steps STEPS
+  --learning_rate LR --seed S`, then `memcontrol evaluate --eval_split validation` (d_mem on D_mem's prompts, FID,
+  AMD and alignment on validation prompts, the extraction attack), in ``--workers`` subprocesses of one thread each.
+  Every mask runs with the first seed; a fixed seeded subset of ``--repeat_masks`` masks with each further seed. A
+  row is added to the CSV (rewritten atomically) as soon as its mask is done, a rerun skips the rows present, and a
+  failed mask is reported (its log in WORK/standalone/MASK-sSEED/failure.txt) while the others go on.
+- trials: what a search observes. Every mask is enqueued (``study.enqueue_trial``) into the study of a `memcontrol
+  search` with ``--n_trials`` the number of masks, so that ``--workers`` ordinary search workers on that study
+  (SQLite in WORK/trials, `memcontrol search`'s own settings and `cpu` preset, ``--trial_steps`` steps) train each
+  mask once as a trial; joined as trial_dmem_mean, trial_fid and trial_seconds. (The project has no brute-force
+  sampler, and a sampler would not promise every mask once with several workers; enqueued trials need no change to
+  the search.)
+- oneshot: `memcontrol search --strategy oneshot --oneshot_masks 2**SITES`, which scores every mask from one
+  weight-sharing supernet of ``--trial_steps`` steps (WORK/oneshot/oneshot/scores.json); joined as
+  oneshot_dmem_mean and oneshot_fid.
+
+The table's setup (model, method, sites, rate, lengths, flags, commands) is written beside it (same name, .json);
+a rerun under another setup is refused, as its rows would not be comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import optuna  # noqa: E402
+
+from memcontrol.benchmark.table import regenerated  # noqa: E402
+from memcontrol.config import changed_option  # noqa: E402
+from memcontrol.errors import UserError  # noqa: E402
+from memcontrol.io import write_json, write_text  # noqa: E402
+from memcontrol.search.objectives import get_objectives  # noqa: E402
+from memcontrol.search.oneshot import ONESHOT_DIR, SCORES_JSON  # noqa: E402
+from memcontrol.search.outer_loop import STUDY_FILE, is_finished  # noqa: E402
+
+OBJECTIVES = ("dmem_mean", "fid")  # the search's default objectives, measured by evaluate and by every trial
+EVALUATION = ("dmem_mean", "dmem_max", "fid", "alignment", "amd", "regenerated", "extracted")
+COLUMNS = (
+    "mask",  # the bits as text: read it as a string (a spreadsheet would drop its leading zeros)
+    "method",
+    "layout",
+    "learning_rate",
+    "seed",
+    "steps",
+    *EVALUATION,
+    "trainable_fraction",  # parameters trained / U-Net parameters, from train's manifest
+    "train_seconds",  # wall time of `memcontrol train` (loading, caching, steps, sample grid)
+    "evaluate_seconds",  # wall time of `memcontrol evaluate`
+    *(f"trial_{name}" for name in OBJECTIVES),
+    "trial_seconds",  # one trial as the search records it (training and measuring, the model already loaded)
+    *(f"oneshot_{name}" for name in OBJECTIVES),
+)
+STUDY_NAME = "mask-table"
+REPEAT_ORDER_SEED = 0  # fixes which masks get the further seeds: the first K of one seeded shuffle, whatever K
+MEMCONTROL = [sys.executable, "-m", "memcontrol.cli"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/data/mask_table.csv"), help="the table (CSV)")
+    parser.add_argument(
+        "--work_dir", type=Path, default=None, help="models, evaluations, studies and logs; default: outputs/NAME"
+    )
+    parser.add_argument("--pretrained_model_name_or_path", default=None, help="base model; default: the built-in")
+    parser.add_argument("--method", default="svdiff")
+    parser.add_argument("--layout", default="blocks")
+    parser.add_argument("--learning_rate", type=float, default=1e-2, help="fixed for every mask (and every trial)")
+    parser.add_argument("--steps", type=int, default=300, help="stand-alone training steps of each mask")
+    parser.add_argument("--seeds", default="0,1", help="first: every mask; each further one: the --repeat_masks")
+    parser.add_argument("--repeat_masks", type=int, default=16, help="masks also trained with each further seed")
+    parser.add_argument("--workers", type=int, default=2, help="one-thread processes at a time")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="train at most this many more masks x seeds now (grow it in parts)"
+    )
+    parser.add_argument(
+        "--train_flags",
+        default="--lr_warmup_steps 10",
+        help="more `memcontrol train` flags (default: the `cpu` preset's warm-up, as its trials use)",
+    )
+    parser.add_argument(
+        "--evaluate_flags",
+        default="--fid_samples 64 --extraction_samples 8",
+        help="more `memcontrol evaluate` flags (default: the `cpu` preset's evaluation sizes)",
+    )
+    parser.add_argument("--trial_steps", type=int, default=100, help="trial and supernet steps (trials, oneshot)")
+    parser.add_argument("--search_flags", default="", help="more `memcontrol search` flags (trials, oneshot)")
+    parser.add_argument("--phases", default="standalone,trials,oneshot", help="comma-separated, in this order")
+    args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.phases = [p for p in args.phases.split(",") if p.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        raise UserError(f"--phases: expected some of {', '.join(PHASES)}, got {sorted(unknown)[0]!r}")
+    if not args.seeds or args.workers < 1 or args.steps < 1 or args.trial_steps < 1 or args.repeat_masks < 0:
+        raise UserError("--seeds, --workers, --steps, --trial_steps: expected at least one; --repeat_masks >= 0")
+    args.work_dir = args.work_dir or Path("outputs") / args.output.stem
+    return args
+
+
+def memcontrol(command: str, flags: list[str], log: Path) -> float:
+    """Run `memcontrol COMMAND FLAGS` on one thread, its output to ``log``; its wall seconds. UserError if it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(
+            [*MEMCONTROL, command, *flags], env={**os.environ, **ONE_THREAD}, stdout=out, stderr=subprocess.STDOUT
+        )
+    if done.returncode:
+        lines = log.read_text(errors="replace").strip().splitlines()
+        raise UserError(f"memcontrol {command} exited with {done.returncode}: {lines[-1] if lines else ''} ({log})")
+    return round(time.perf_counter() - start, 1)
+
+
+def model_flags(args: argparse.Namespace) -> list[str]:
+    path = args.pretrained_model_name_or_path
+    return [
+        "--method",
+        args.method,
+        "--layout",
+        args.layout,
+        *(["--pretrained_model_name_or_path", path] if path else []),
+    ]
+
+
+def site_names(args: argparse.Namespace) -> list[str]:
+    """The method's mask sites, as `memcontrol sites` finds them (the search's parameter names)."""
+    done = subprocess.run([*MEMCONTROL, "sites", *model_flags(args), "--json"], capture_output=True, text=True)
+    if done.returncode:
+        raise UserError(f"memcontrol sites: {(done.stderr.strip().splitlines() or [''])[-1]}")
+    return [site["site"] for site in json.loads(done.stdout)["sites"]]
+
+
+def check_setup(args: argparse.Namespace, sites: list[str]) -> None:
+    """Record the table's setup beside it, or refuse one that differs from the recorded."""
+    setup = {
+        "pretrained_model_name_or_path": args.pretrained_model_name_or_path,
+        "method": args.method,
+        "layout": args.layout,
+        "sites": sites,
+        "learning_rate": args.learning_rate,
+        "steps": args.steps,
+        "train_flags": args.train_flags,
+        "evaluate_flags": args.evaluate_flags,
+        "trial_steps": args.trial_steps,
+        "search_flags": args.search_flags,
+    }
+    path = args.output.with_suffix(".json")
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        key = changed_option(recorded["setup"], setup, {})
+        if key is not None:
+            raise UserError(
+                f"{args.output}: was made with {key}={recorded['setup'].get(key)!r}, not {setup.get(key)!r}; give "
+                "another --output"
+            )
+    else:
+        recorded = {"setup": setup}
+    recorded["commands"] = {**recorded.get("commands", {}), **commands(args, sites)}
+    write_json(path, recorded)
+
+
+def commands(args: argparse.Namespace, sites: list[str]) -> dict:
+    """What each phase runs, for the record (MASK, SEED, N: per mask; the work folder's paths relative)."""
+    return {
+        "table": "OMP_NUM_THREADS=1 python benchmarks/mask_table.py " + shlex.join(sys.argv[1:]),
+        "standalone": shlex.join(["memcontrol", "train", *train_flags(args, "MASK", "SEED", Path("MODEL"))])
+        + " && "
+        + shlex.join(["memcontrol", "evaluate", *evaluate_flags(args, Path("MODEL"), Path("EVALUATION"))]),
+        "trials": shlex.join(["memcontrol", "search", *trial_flags(args, 2 ** len(sites), Path("trials"))]),
+        "oneshot": shlex.join(["memcontrol", "search", *oneshot_flags(args, 2 ** len(sites), Path("oneshot"))]),
+    }
+
+
+class Table:
+    """The CSV's rows by (mask, seed); every change rewrites it atomically."""
+
+    def __init__(self, path: Path):
+        self.path, self.lock = path, threading.Lock()
+        self.rows: dict[tuple[str, int], dict] = {}
+        if path.is_file():
+            for row in csv.DictReader(io.StringIO(path.read_text())):
+                self.rows[(row["mask"], int(row["seed"]))] = row
+
+    def add(self, row: dict) -> None:
+        with self.lock:
+            self.rows[(row["mask"], int(row["seed"]))] = row
+            self._write()
+
+    def join(self, values: dict[str, dict]) -> int:
+        """Set the columns of ``values[mask]`` in every row of that mask; how many rows got them."""
+        with self.lock:
+            joined = [row.update(values[mask]) for (mask, _), row in self.rows.items() if mask in values]
+            self._write()
+            return len(joined)
+
+    def _write(self) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for key in sorted(self.rows):
+            writer.writerow(self.rows[key])
+        write_text(self.path, text.getvalue())
+
+
+def all_masks(n_sites: int) -> list[str]:
+    return ["".join(bits) for bits in itertools.product("01", repeat=n_sites)]
+
+
+def jobs(n_sites: int, seeds: list[int], repeat_masks: int) -> list[tuple[str, int]]:
+    """(mask, seed) to run: every mask with the first seed, then the first ``repeat_masks`` of a fixed shuffle with
+    each further seed. Masks go in that shuffled order, so that a table stopped half-way holds a random sample."""
+    order = all_masks(n_sites)
+    random.Random(REPEAT_ORDER_SEED).shuffle(order)
+    return [(mask, seeds[0]) for mask in order] + [(m, s) for s in seeds[1:] for m in order[:repeat_masks]]
+
+
+def train_flags(args: argparse.Namespace, mask: str, seed, model_dir: Path) -> list[str]:
+    return [
+        *model_flags(args),
+        "--mask",
+        mask,
+        "--max_train_steps",
+        str(args.steps),
+        "--learning_rate",
+        str(args.learning_rate),
+        "--seed",
+        str(seed),
+        *shlex.split(args.train_flags),
+        "--output_dir",
+        str(model_dir),
+    ]
+
+
+def evaluate_flags(args: argparse.Namespace, model_dir: Path, output_dir: Path) -> list[str]:
+    return [
+        "--model_dir",
+        str(model_dir),
+        "--eval_split",
+        "validation",
+        *shlex.split(args.evaluate_flags),
+        "--output_dir",
+        str(output_dir),
+    ]
+
+
+def run_mask(args: argparse.Namespace, mask: str, seed: int) -> dict:
+    """Train and evaluate one mask (a training finished before is kept); its row."""
+    folder = args.work_dir / "standalone" / f"{mask}-s{seed}"
+    model, evaluation, trained = folder / "model", folder / "evaluation", folder / "train.json"
+    if not trained.is_file():
+        shutil.rmtree(model, ignore_errors=True)  # an interrupted training's leftovers
+        seconds = memcontrol("train", train_flags(args, mask, seed, model), folder / "train.log")
+        write_json(trained, {"seconds": seconds})
+    train_seconds = json.loads(trained.read_text())["seconds"]
+    evaluate_seconds = memcontrol("evaluate", evaluate_flags(args, model, evaluation), folder / "evaluate.log")
+    manifest = json.loads((model / "manifest.json").read_text())
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    if manifest["mask"] != mask or metrics["settings"]["eval_split"] != "validation":
+        raise UserError(f"{folder}: trained mask {manifest['mask']} or split {metrics['settings']['eval_split']}")
+    result = manifest["result"]
+    return {
+        "mask": mask,
+        "method": manifest["method"],
+        "layout": args.layout,
+        "learning_rate": args.learning_rate,
+        "seed": seed,
+        "steps": result["steps"],
+        **{key: metrics.get(key) for key in EVALUATION},
+        "regenerated": regenerated(metrics),
+        "trainable_fraction": result["trainable_fraction"],
+        "train_seconds": train_seconds,
+        "evaluate_seconds": evaluate_seconds,
+    }
+
+
+def run_standalone(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
+    """Every (mask, seed) not in the table (at most ``--limit``), ``--workers`` at a time; the failures."""
+    todo = [job for job in jobs(len(sites), args.seeds, args.repeat_masks) if job not in table.rows]
+    print(f"standalone: {len(todo)} masks x seeds of {len(todo) + len(table.rows)} to train and evaluate", flush=True)
+    todo = todo[: args.limit]
+    failures, count = [], itertools.count(1)
+
+    def one(job: tuple[str, int]) -> None:
+        mask, seed = job
+        folder = args.work_dir / "standalone" / f"{mask}-s{seed}"
+        try:
+            row = run_mask(args, mask, seed)
+        except Exception as e:  # this mask's failure: report it, let the others go on
+            write_text(folder / "failure.txt", f"{type(e).__name__}: {e}\n")
+            failures.append(f"{mask} seed {seed}: {e}")
+            print(f"[{next(count)}/{len(todo)}] {mask} seed {seed}: FAILED: {e}", flush=True)
+            return
+        (folder / "failure.txt").unlink(missing_ok=True)
+        table.add(row)
+        print(
+            f"[{next(count)}/{len(todo)}] {mask} seed {seed}: d_mem {row['dmem_mean']}, FID {row['fid']} "
+            f"(train {row['train_seconds']} s, evaluate {row['evaluate_seconds']} s)",
+            flush=True,
+        )
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(one, todo))
+    return failures
+
+
+def search_flags(args: argparse.Namespace, n_masks: int, output_dir: Path) -> list[str]:
+    """`memcontrol search` as the table's trials need it: its settings, one fixed learning rate, no baselines."""
+    return [
+        *model_flags(args),
+        "--no-search_learning_rate",
+        "--learning_rate",
+        str(args.learning_rate),
+        "--trial_train_steps",
+        str(args.trial_steps),
+        "--n_trials",
+        str(n_masks),
+        "--baselines",
+        "",
+        "--study_name",
+        STUDY_NAME,
+        "--heartbeat_interval",
+        "10",  # a worker waiting for the others' last trials polls every 10 s, not every minute
+        *shlex.split(args.search_flags),
+        "--output_dir",
+        str(output_dir),
+    ]
+
+
+def trial_flags(args: argparse.Namespace, n_masks: int, output_dir: Path) -> list[str]:
+    return [*search_flags(args, n_masks, output_dir), "--sampler", "random"]  # every mask is enqueued: no modelling
+
+
+def oneshot_flags(args: argparse.Namespace, n_masks: int, output_dir: Path) -> list[str]:
+    return [*search_flags(args, n_masks, output_dir), "--strategy", "oneshot", "--oneshot_masks", str(n_masks)]
+
+
+def open_trial_study(folder: Path, method: str) -> optuna.Study:
+    """The study `memcontrol search` opens in ``folder`` (SQLite, named STUDY_NAME-METHOD as it names them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(
+        storage=f"sqlite:///{(folder / STUDY_FILE).resolve()}",
+        study_name=f"{STUDY_NAME}-{method}",
+        directions=[o.direction for o in get_objectives(OBJECTIVES)],
+        load_if_exists=True,
+    )
+
+
+def run_trials_phase(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
+    """Enqueue every mask into the search's study, run ``--workers`` search workers on it, join their objectives."""
+    folder, masks = args.work_dir / "trials", all_masks(len(sites))
+    study = open_trial_study(folder, args.method)
+    for mask in masks:
+        study.enqueue_trial({site: int(bit) for site, bit in zip(sites, mask)}, skip_if_exists=True)
+    finished = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+    print(f"trials: {finished} of {len(masks)} masks tried as {args.trial_steps}-step trials", flush=True)
+    failures = []
+    if finished < len(masks):
+        flags = trial_flags(args, len(masks), folder)
+        with ThreadPoolExecutor(args.workers) as pool:
+            runs = [
+                pool.submit(memcontrol, "search", flags, args.work_dir / "logs" / f"trials-worker-{k}.log")
+                for k in range(args.workers)
+            ]
+        failures += [str(run.exception()) for run in runs if run.exception()]
+    values, failed = {}, []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            values[attrs["mask"]] = {
+                **{f"trial_{name}": attrs["metrics"][name] for name in OBJECTIVES},
+                "trial_seconds": attrs["seconds"],
+            }
+        elif is_finished(trial):
+            failed.append(f"trial of {attrs.get('mask')}: {attrs.get('fail_reason')}")
+    print(f"trials: joined {len(values)} masks' trial objectives into {table.join(values)} rows", flush=True)
+    return failures + failed
+
+
+def run_oneshot_phase(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
+    """Score every mask from one supernet with `memcontrol search --strategy oneshot`; join the scores."""
+    folder, n_masks = args.work_dir / "oneshot", 2 ** len(sites)
+    scores = folder / ONESHOT_DIR / SCORES_JSON
+    if not scores.is_file():
+        print(f"oneshot: training the supernet and scoring {n_masks} masks", flush=True)
+        try:
+            memcontrol("search", oneshot_flags(args, n_masks, folder), args.work_dir / "logs" / "oneshot.log")
+        except UserError as e:
+            if not scores.is_file():  # the scores come before the confirmations, which may fail on their own
+                return [str(e)]
+    record = json.loads(scores.read_text())
+    values = {
+        mask: {f"oneshot_{name}": value.get(name) for name in OBJECTIVES} for mask, value in record["scores"].items()
+    }
+    setup = args.output.with_suffix(".json")
+    compute = {phase: record[phase] for phase in ("supernet", "scoring")}
+    write_json(setup, {**json.loads(setup.read_text()), "oneshot_compute": compute})
+    print(f"oneshot: joined {len(values)} masks' one-shot scores into {table.join(values)} rows", flush=True)
+    return []
+
+
+PHASES = {"standalone": run_standalone, "trials": run_trials_phase, "oneshot": run_oneshot_phase}
+
+
+def main(argv: list[str] | None = None) -> int:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        args = parse_args(argv)
+        sites = site_names(args)
+        check_setup(args, sites)
+        table, failures = Table(args.output), []
+        for phase in args.phases:
+            failures += PHASES[phase](args, table, sites)
+    except UserError as e:
+        print(f"mask_table: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.output}: {len(table.rows)} rows ({len(all_masks(len(sites)))} masks)")
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""benchmarks/search_quality.py and mask_table.py: replays are judged by the table's true values, the table's setup
+is kept, and repeats never redo a measured mask."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from memcontrol.errors import UserError
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where its dataclasses look themselves up
+    spec.loader.exec_module(module)
+    return module
+
+
+search_quality, mask_table = _load("search_quality"), _load("mask_table")
+
+
+def write_table(path: Path, true: dict, trial: dict, oneshot: dict | None = None) -> Path:
+    """A mask table as mask_table.py writes it: (d_mem, FID) per mask, and its setup beside it."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, mask_table.COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for mask, (dmem, fid) in true.items():
+            row = {"mask": mask, "seed": 0, "dmem_mean": dmem, "fid": fid}
+            row.update(trial_dmem_mean=trial[mask][0], trial_fid=trial[mask][1])
+            if oneshot:
+                row.update(oneshot_dmem_mean=oneshot[mask][0], oneshot_fid=oneshot[mask][1])
+            writer.writerow(row)
+    sites = ["down_blocks.1.attentions.0", "up_blocks.1.attentions.0"]
+    path.with_suffix(".json").write_text(
+        json.dumps({"setup": {"method": "svdiff", "learning_rate": 0.01, "sites": sites}})
+    )
+    return path
+
+
+def replay(table: Path, *flags: str):
+    args = search_quality.parse_args(["--table", str(table), "--seeds", "2", "--budgets", "4", *flags])
+    return {(r.strategy, r.budget): r for r in search_quality.run(args)[2]}
+
+
+def test_a_budget_covering_every_mask_finds_the_whole_true_front(tmp_path):
+    values = {"00": (1.0, 40.0), "01": (2.0, 30.0), "10": (3.0, 20.0), "11": (2.5, 35.0)}  # 11 is dominated
+    results = replay(write_table(tmp_path / "t.csv", values, values), "--strategies", "random,tpe")
+    for strategy in ("random", "tpe"):
+        assert results[(strategy, 4)].shares == [pytest.approx(1.0)] * 2
+        assert results[(strategy, 4)].on_front == [True, True]
+
+
+def test_a_mask_the_short_trials_flatter_is_judged_by_its_true_values(tmp_path):
+    true = {"00": (1.0, 10.0), "01": (2.0, 20.0), "10": (2.0, 30.0), "11": (3.0, 20.0)}  # 00 alone is the true front
+    trial = {**true, "00": (9.0, 90.0)}  # the short trial makes it look the worst: the search picks 01, dominated
+    oneshot = {**true, "11": (0.5, 5.0)}  # one-shot scores 11 best: it is confirmed, seen at its trial values
+    results = replay(write_table(tmp_path / "t.csv", true, trial, oneshot), "--strategies", "random,oneshot")
+    assert results[("random", 4)].on_front == [False, False]
+    assert results[("random", 4)].shares[0] < 1
+    assert results[("oneshot", 2)].on_front == [False]  # 11, its only confirmed mask, lies off the true front
+    assert results[("oneshot", 2)].shares[0] < results[("random", 4)].shares[0]  # 11 is dominated by 01 too
+
+
+def test_an_incomplete_table_is_refused(tmp_path):
+    values = {"00": (1.0, 40.0), "01": (2.0, 30.0), "10": (3.0, 20.0)}
+    with pytest.raises(UserError, match="1 of 4 masks lack stand-alone values"):
+        search_quality.load_table(write_table(tmp_path / "t.csv", values, values))
+
+
+def test_more_repeats_keep_the_masks_repeated_before():
+    few, more = mask_table.jobs(5, [0, 1], 4), mask_table.jobs(5, [0, 1], 8)
+    assert sorted(m for m, s in few if s == 0) == mask_table.all_masks(5)  # every mask once at the first seed
+    assert {job for job in few if job[1] == 1} <= {job for job in more if job[1] == 1}
