@@ -60,20 +60,27 @@ from memcontrol.pipeline.report import markdown_table  # noqa: E402
 from memcontrol.search.inner_loop import MaskObjective, TrialFailed  # noqa: E402
 from memcontrol.search.objectives import Objective, get_objectives  # noqa: E402
 from memcontrol.search.oneshot import masks_to_confirm  # noqa: E402
-from memcontrol.search.outer_loop import DUPLICATE_OF, TrialSeededSampler, make_sampler, run_trials  # noqa: E402
+from memcontrol.search.outer_loop import (  # noqa: E402
+    DUPLICATE_OF,
+    ONESHOT,
+    SAMPLERS,
+    STRATEGIES,
+    TrialSeededSampler,
+    make_sampler,
+    run_trials,
+)
 from memcontrol.search.pick import REFERENCE, hypervolume, normalise, pareto_mask, pick  # noqa: E402
 from memcontrol.search.space import SearchSpace  # noqa: E402
 
 OBJECTIVES = ("dmem_mean", "fid")  # mask_table.py's: the search's default objectives
 # Sampler strategies: `memcontrol search --sampler ...` settings. NSGA-II at the paper's population and at a small one.
 SAMPLER_STRATEGIES = {
-    "random": {"sampler": "random"},
-    "nsga2-50": {"sampler": "nsga2", "population_size": 50},
-    "nsga2-8": {"sampler": "nsga2", "population_size": 8},
-    "tpe": {"sampler": "tpe"},
-    "gp": {"sampler": "gp"},
+    "random": ("random", {}),
+    "nsga2-50": ("nsga2", {"population_size": 50}),
+    "nsga2-8": ("nsga2", {"population_size": 8}),
+    "tpe": ("tpe", {}),
+    "gp": ("gp", {}),
 }
-ONESHOT = "oneshot"
 # Trial n of a search draws from seed + n (TrialSeededSampler), so replays seeded 0, 1, 2 ... would share all but one
 # draw; the replays' seeds are this far apart (more than any replay's trials, duplicates included).
 SEED_STRIDE = 100_000
@@ -323,7 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join([*SAMPLER_STRATEGIES, ONESHOT]))
     parser.add_argument("--observe", choices=("trial", "standalone"), default="trial", help="what the search sees")
     parser.add_argument("--pick_rule", default=SearchConfig().pick_rule)
-    parser.add_argument("--startup_trials", type=int, default=SearchConfig().startup_trials, help="TPE and GP")
+    parser.add_argument("--startup_trials", type=int, default=SAMPLERS.options("tpe").startup_trials, help="TPE and GP")
     parser.add_argument(
         "--give_up_after", type=int, default=20, help="a replay stops after this many tried masks proposed in a row"
     )
@@ -353,11 +360,12 @@ def run(args: argparse.Namespace) -> tuple[MaskTable, Judge, list[Result]]:
     try:
         for name in args.strategies:
             if name != ONESHOT:
-                settings = {"pick_rule": args.pick_rule, "startup_trials": args.startup_trials}
-                cfg = replace(SearchConfig(), **settings, **SAMPLER_STRATEGIES[name])
+                sampler, options = SAMPLER_STRATEGIES[name]
+                options = {"startup_trials": args.startup_trials, **options}
+                cfg = replace(SearchConfig(), pick_rule=args.pick_rule, sampler=sampler, plugin_options=options)
                 results += sampler_results(name, cfg, table, judge, args, budgets)
             elif table.oneshot is not None:
-                confirmed = sorted({SearchConfig().oneshot_confirm, *budgets})
+                confirmed = sorted({STRATEGIES.options(ONESHOT).oneshot_confirm, *budgets})
                 results += oneshot_results(table, judge, confirmed, args.pick_rule)
     finally:
         gc.unfreeze()
