@@ -51,6 +51,14 @@ def test_out_of_bounds_yaml_value_names_the_file_and_option(capsys, tmp_path):
     assert code == 2 and err.endswith(f"--config {config}: option 'learning_rate': expected a finite number, got nan")
 
 
+def test_an_unknown_lr_scheduler_is_one_line_naming_the_choices(capsys, tmp_path):
+    code, err = _run(capsys, "train", "--lr_scheduler", "bogus", "--output_dir", str(tmp_path / "out"))
+    assert code == 2 and "\n" not in err  # refused before training, not a traceback from diffusers' get_scheduler
+    assert err.startswith("memcontrol train: error: argument --lr_scheduler: invalid choice: 'bogus'")
+    assert "'cosine'" in err and "'constant_with_warmup'" in err  # the names diffusers accepts
+    assert not (tmp_path / "out").exists()
+
+
 def _config_classes() -> list[type]:
     from memcontrol.benchmark import BenchmarkRunConfig
     from memcontrol.pretrain.run import PretrainConfig

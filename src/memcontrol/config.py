@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from diffusers.optimization import SchedulerType
 
 from memcontrol.errors import UserError
 from memcontrol.registry import declared_options, option_groups, plugin_values, registry_of
@@ -131,7 +132,9 @@ class TrainConfig:
     )
     learning_rate: float = opt(5e-4, "AdamW learning rate after warm-up", min=0)
     lr_scheduler: str = opt(
-        "constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ..."
+        "constant_with_warmup",
+        "diffusers scheduler name: constant, constant_with_warmup, cosine, linear ...",
+        choices=tuple(s.value for s in SchedulerType),  # what diffusers' get_scheduler accepts
     )
     lr_warmup_steps: int = opt(50, "linear warm-up steps", min=0)
     adam_weight_decay: float = opt(1e-2, "AdamW weight decay", min=0)
