@@ -62,6 +62,8 @@ def test_three_trial_search_writes_the_front_and_the_chosen_mask(tiny_search_con
     assert _search(tiny_search_config, out, "--baselines", "full@1e-3", "--n_trials", "4") == 0
     rows = _rows(out)
     assert [r["state"] for r in rows] == ["complete"] * 3 + ["duplicate", "complete"] and rows[3]["duplicate_of"] == "0"
+    assert rows[4]["replaced_duplicate_of"] == "3"  # an untried mask, run in its stead
+    assert rows[4]["mask"] not in {r["mask"] for r in rows[:3]}
 
     # A study recorded before an option existed goes on while that option is at its default, not at another value.
     setup = study.user_attrs["setup"]

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import math
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,14 @@ from memcontrol.peft import get_method
 from memcontrol.runtime import load_for_training, make_accelerator, native_resolution
 from memcontrol.sampling.samples import SAMPLE_PROMPTS, sample_grid
 from memcontrol.search.objectives import Objective, TrialMetrics
-from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON, is_finished, is_surplus
+from memcontrol.search.outer_loop import (
+    DUPLICATE_OF,
+    FAIL_REASON,
+    REPLACED_DUPLICATE_OF,
+    SPACE_EXHAUSTED,
+    is_finished,
+    is_surplus,
+)
 from memcontrol.search.run_config import RunConfig
 from memcontrol.search.space import Proposal, SearchSpace
 from memcontrol.train.engine import NonFiniteLoss, fine_tune
@@ -156,9 +164,13 @@ class MaskObjective:
         n_trials: int,
         trials_dir: Path,
         log: Callable[[str], None] = lambda message: None,
+        replace_seed: int | None = None,
     ):
+        """``replace_seed``: a repeated proposal is skipped and, unless None, an untried mask drawn with
+        ``replace_seed`` + the trial's number is queued in its stead."""
         self.inner, self.space, self.objectives = inner, space, list(objectives)
         self.n_trials, self.trials_dir, self.log = n_trials, trials_dir, log
+        self.replace_seed = replace_seed
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         if is_surplus(trial.study, trial.number, self.n_trials):
@@ -175,10 +187,10 @@ class MaskObjective:
         for key in ("method", "mask", "learning_rate", "worker"):
             trial.set_user_attr(key, record[key])
         twin = _earlier_twin(trial.study, trial.number, record)
-        if (
-            twin is not None
-        ):  # the inner loop is seeded: it would only repeat that trial (uncounted; the sampler tries again)
+        if twin is not None:  # the inner loop is seeded: it would only repeat that trial (uncounted)
             trial.set_user_attr(DUPLICATE_OF, twin)
+            if self.replace_seed is not None:
+                self._queue_untried(trial, proposal)
             raise optuna.TrialPruned(f"the same proposal as trial {twin}")
         trial_dir = self.trials_dir / trial.study.study_name / f"{trial.number:04d}"
         write_json(trial_dir / TRIAL_FILE, {**record, "state": "running"})
@@ -191,3 +203,23 @@ class MaskObjective:
             self.log(f"trial {trial.number} ({proposal.method} {proposal.mask_text}) failed: {record[FAIL_REASON]}")
             raise TrialFailed(record[FAIL_REASON])
         return [record["metrics"][o.name] for o in self.objectives]
+
+    def _queue_untried(self, trial: optuna.Trial, proposal: Proposal) -> None:
+        """Queue an untried mask in the stead of a repeated proposal: a skipped trial leaves a model-based sampler
+        (GP, TPE) as it was, so it would propose the same again and again.
+
+        Drawn with a seed per trial number, so that a resumed search or another worker draws alike.
+        """
+        study = trial.study
+        tried = {
+            (t.user_attrs["method"], t.user_attrs["mask"])
+            for t in study.get_trials(deepcopy=False)
+            if "mask" in t.user_attrs and (is_finished(t) or t.state == optuna.trial.TrialState.RUNNING)
+        }
+        untried = self.space.untried(tried, random.Random(self.replace_seed + trial.number))
+        if untried is None:
+            if not isinstance(self.space.learning_rate, tuple):  # a searched rate may still bring a new proposal
+                trial.set_user_attr(SPACE_EXHAUSTED, True)
+            return
+        params = self.space.params(*untried, proposal.learning_rate)
+        study.enqueue_trial(params, user_attrs={REPLACED_DUPLICATE_OF: trial.number})

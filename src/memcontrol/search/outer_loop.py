@@ -35,6 +35,8 @@ STUDY_FILE = "study.db"
 SETUP_ATTR = "setup"  # the study's user attribute holding what its trials depend on
 FAIL_REASON = "fail_reason"  # user attribute of a trial that failed by its own fault (not interrupted)
 DUPLICATE_OF = "duplicate_of"  # user attribute of a trial skipped because an earlier one had its proposal
+REPLACED_DUPLICATE_OF = "replaced_duplicate_of"  # user attribute of a trial run in the stead of such a skipped one
+SPACE_EXHAUSTED = "space_exhausted"  # user attribute of a skipped trial that found every mask of the space tried
 # A sampler proposing masks already tried this many times per trial asked for has run out of new ones.
 DUPLICATES_PER_TRIAL = 10
 URL_SCHEMES = ("sqlite:", "postgresql", "mysql")
@@ -326,13 +328,20 @@ def run_trials(
         on_progress(finished)
         if finished >= n_trials:
             return
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and any(SPACE_EXHAUSTED in t.user_attrs for t in trials):
+            warnings.warn(
+                f"study {study.study_name}: every mask of its space was tried; it ends with {finished} finished "
+                f"trials, not --n_trials {n_trials}",
+                stacklevel=2,
+            )
+            return
         if sum(DUPLICATE_OF in t.user_attrs for t in trials) > DUPLICATES_PER_TRIAL * n_trials:
             raise UserError(
                 f"the sampler keeps proposing what was tried already: the space has fewer than {n_trials} proposals "
                 "left"
             )
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
         if waiting or finished + running < n_trials:
             study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=True)
         else:

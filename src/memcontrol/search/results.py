@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from memcontrol.errors import UserError
 from memcontrol.io import write_json, write_text
 from memcontrol.search.objectives import OBJECTIVES, Objective
-from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON
+from memcontrol.search.outer_loop import DUPLICATE_OF, FAIL_REASON, REPLACED_DUPLICATE_OF
 from memcontrol.search.pick import hypervolume_history, pareto_mask, pick
 from memcontrol.search.plots import plot_convergence, plot_pareto
 
@@ -44,6 +44,7 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict:
         "seconds": attrs.get("seconds"),
         "retry_of": trial.system_attrs.get("failed_trial"),
         DUPLICATE_OF: attrs.get(DUPLICATE_OF),
+        REPLACED_DUPLICATE_OF: attrs.get(REPLACED_DUPLICATE_OF),
         FAIL_REASON: attrs.get(FAIL_REASON),
         "worker": attrs.get("worker"),
         "completed": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
@@ -152,6 +153,7 @@ def _write_csv(rows: list[dict], objectives: Sequence[Objective], output_dir: Pa
         "chosen",
         "retry_of",
         DUPLICATE_OF,
+        REPLACED_DUPLICATE_OF,
         FAIL_REASON,
         "worker",
     ]

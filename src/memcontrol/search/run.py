@@ -102,6 +102,7 @@ def run_search(job: RunConfig, output_dir: str | Path, *, progress: bool = True)
                     n_trials=job.search.n_trials,
                     trials_dir=output_dir / TRIALS_DIR,
                     log=bar.write,
+                    replace_seed=job.search.search_seed,
                 )
                 run_trials(
                     study,

@@ -7,6 +7,7 @@ method holds it, and NSGA-II's crossover mixes like with like.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import optuna
@@ -38,6 +39,43 @@ class SearchSpace:
     @property
     def name(self) -> str:
         return next(iter(self.sites)) if len(self.sites) == 1 else ALL_METHODS
+
+    @property
+    def size(self) -> int:
+        """How many (method, mask) pairs the space holds."""
+        return sum(2 ** len(paths) for paths in self.sites.values())
+
+    def untried(self, tried: set[tuple[str, str]], rng: random.Random) -> tuple[str, Mask] | None:
+        """A (method, mask) pair not in ``tried`` (method, mask text), drawn uniformly; None when all were tried.
+
+        Drawn by its index among the untried ones, so that a space of 2^40 masks is never listed.
+        """
+        taken = sorted(self._index(method, mask) for method, mask in tried if self._holds(method, mask))
+        if len(taken) >= self.size:
+            return None
+        index = rng.randrange(self.size - len(taken))
+        for t in taken:  # the index-th untried pair: step over each tried one at or before it
+            if t > index:
+                break
+            index += 1
+        for method, paths in self.sites.items():
+            if index < 2 ** len(paths):
+                return method, tuple(int(bit) for bit in format(index, f"0{len(paths)}b")) if paths else ()
+            index -= 2 ** len(paths)
+        raise AssertionError("unreachable: index < size")
+
+    def params(self, method: str, mask: Mask, learning_rate: float) -> dict[str, float | int | str]:
+        """The Optuna parameters that make ``suggest`` propose this (for ``study.enqueue_trial``)."""
+        chosen = {"method": method} if len(self.sites) > 1 else {}
+        searched = {"learning_rate": learning_rate} if isinstance(self.learning_rate, tuple) else {}
+        return {**chosen, **dict(zip(self.sites[method], mask)), **searched}
+
+    def _holds(self, method: str, mask_text: str) -> bool:
+        return method in self.sites and len(mask_text) == len(self.sites[method])
+
+    def _index(self, method: str, mask_text: str) -> int:
+        before = list(self.sites)[: list(self.sites).index(method)]
+        return sum(2 ** len(self.sites[m]) for m in before) + int(mask_text or "0", 2)
 
     def suggest(self, trial: optuna.Trial) -> Proposal:
         methods = list(self.sites)
