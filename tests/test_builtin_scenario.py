@@ -1,11 +1,10 @@
 """The built-in scenario shows the problem MemControl is about, measured on the shipped base model.
 
-- the base model follows the captions of its pretraining domain (named quarter and named shape);
+- the base model follows the captions of its pretraining domain (named quarter, named shape and printed digit);
 - the frozen base regenerates none of the duplicated D_mem images;
-- `memcontrol train` with its defaults (full fine-tuning) regenerates most of them, and its samples for
+- `memcontrol train` with its defaults (full fine-tuning) regenerates at least 8 of 10, and its samples for
   ordinary captions show the caption's digit;
-- d_mem (Wen et al.) flags the duplicated prompts: higher than on coded captions of the same length
-  that were not duplicated, and higher than the base model's on the same prompts.
+- d_mem (Wen et al.) on the duplicated prompts rises with full fine-tuning (above the base model's).
 
 One fine-tuning run with the defaults (about four and a half minutes on two cores) serves the module.
 """
@@ -61,33 +60,31 @@ def test_frozen_base_regenerates_no_dmem_image(base, data, settings):
     assert result["extracted"] == 0, result
 
 
-def test_full_fine_tuning_regenerates_most_dmem_images(fine_tuned, data, settings):
+def test_full_fine_tuning_regenerates_at_least_8_of_10_dmem_images(fine_tuned, data, settings):
     result = extraction_check(fine_tuned, data.training, data.dmem, RESOLUTION, **settings)
-    assert result["extracted"] > len(data.dmem) / 2, result
+    assert result["extracted"] >= 0.8 * len(data.dmem), result
 
 
-def test_fine_tuned_samples_show_their_caption_class(fine_tuned, base, settings):
-    """A classifier of real digits agrees with the caption far above chance (10%; measured 36%), the base's does not."""
+def test_base_and_fine_tuned_samples_show_their_caption_class(fine_tuned, base, settings):
+    """A classifier of real digits agrees with the caption far above chance (10%): the base learned the digits from
+    printed ones (measured 36%), and full fine-tuning on the handwritten ones keeps them."""
+    assert digit_accuracy(base, RESOLUTION, **settings) >= 0.3
     assert digit_accuracy(fine_tuned, RESOLUTION, **settings) >= 0.25
-    assert digit_accuracy(base, RESOLUTION, **settings) < 0.2
 
 
-def test_dmem_flags_the_duplicated_prompts(fine_tuned, base, data, settings):
-    """Compared on captions of one length: D_mem's coded captions against coded captions seen once or never."""
-    dmem = set(data.dmem)
-    controls = [e for split in data.splits.values() for e in split if "case" in e.text.split() and e not in dmem]
-    assert {len(e.text.split()) for e in [*data.dmem, *controls]} == {len(data.dmem[0].text.split())}
+def test_dmem_rises_on_the_duplicated_prompts_with_fine_tuning(fine_tuned, base, data, settings):
+    """d_mem on D_mem's prompts is higher after full fine-tuning than on the base.
+
+    It does not single out the duplicated prompts among coded captions of the same length seen once or never
+    (measured on the shipped base: 1.63 on D_mem, 1.75 on those, 1.28 on the base): the digit prior makes every
+    coded caption of a learned class bring up its image, so the search's d_mem compares masks on D_mem's prompts
+    rather than flagging which prompts are memorised.
+    """
 
     def score(pipe, examples):
         return dmem_scores(
             pipe, examples, resolution=RESOLUTION, samples_per_prompt=4, progress=False, **settings
         ).mean()
 
-    tuned_dmem, tuned_controls, base_dmem = (
-        score(fine_tuned, data.dmem),
-        score(fine_tuned, controls),
-        score(base, data.dmem),
-    )
-    # Measured: 1.83 against 1.43-1.55 (controls) and 1.61 (base). In a model this small the signal is
-    # modest, since unseen codes of a memorised class also bring up its image (feasibility notes).
-    assert tuned_dmem > tuned_controls and tuned_dmem > base_dmem, (tuned_dmem, tuned_controls, base_dmem)
+    tuned_dmem, base_dmem = score(fine_tuned, data.dmem), score(base, data.dmem)
+    assert tuned_dmem > 1.1 * base_dmem, (tuned_dmem, base_dmem)
