@@ -56,14 +56,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import optuna  # noqa: E402
 
 from memcontrol.benchmark.table import regenerated  # noqa: E402
-from memcontrol.config import changed_option  # noqa: E402
+from memcontrol.config import SearchConfig, changed_option  # noqa: E402
 from memcontrol.errors import UserError  # noqa: E402
 from memcontrol.io import write_json, write_text  # noqa: E402
 from memcontrol.search.objectives import get_objectives  # noqa: E402
 from memcontrol.search.oneshot import ONESHOT_DIR, SCORES_JSON  # noqa: E402
-from memcontrol.search.outer_loop import STUDY_FILE, is_finished  # noqa: E402
+from memcontrol.search.outer_loop import is_finished, open_storage  # noqa: E402
 
-OBJECTIVES = ("dmem_mean", "fid")  # the search's default objectives, measured by evaluate and by every trial
+OBJECTIVES = tuple(SearchConfig().objectives)  # the search's default ones, measured by evaluate and every trial
 EVALUATION = ("dmem_mean", "dmem_max", "fid", "alignment", "amd", "regenerated", "extracted")
 COLUMNS = (
     "mask",  # the bits as text: read it as a string (a spreadsheet would drop its leading zeros)
@@ -366,10 +366,11 @@ def oneshot_flags(args: argparse.Namespace, n_masks: int, output_dir: Path) -> l
 
 
 def open_trial_study(folder: Path, method: str) -> optuna.Study:
-    """The study `memcontrol search` opens in ``folder`` (SQLite, named STUDY_NAME-METHOD as it names them)."""
+    """The study `memcontrol search` opens in ``folder`` (its default storage there, named STUDY_NAME-METHOD as it
+    names them)."""
     folder.mkdir(parents=True, exist_ok=True)
     return optuna.create_study(
-        storage=f"sqlite:///{(folder / STUDY_FILE).resolve()}",
+        storage=open_storage(SearchConfig(), folder),
         study_name=f"{STUDY_NAME}-{method}",
         directions=[o.direction for o in get_objectives(OBJECTIVES)],
         load_if_exists=True,

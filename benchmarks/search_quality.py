@@ -72,7 +72,7 @@ from memcontrol.search.outer_loop import (  # noqa: E402
 from memcontrol.search.pick import REFERENCE, hypervolume, normalise, pareto_mask, pick  # noqa: E402
 from memcontrol.search.space import SearchSpace  # noqa: E402
 
-OBJECTIVES = ("dmem_mean", "fid")  # mask_table.py's: the search's default objectives
+OBJECTIVES = tuple(SearchConfig().objectives)  # mask_table.py's: the search's default objectives
 # Sampler strategies: `memcontrol search --sampler ...` settings. NSGA-II at the paper's population and at a small one.
 SAMPLER_STRATEGIES = {
     "random": ("random", {}),
