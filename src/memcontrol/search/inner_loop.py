@@ -143,11 +143,16 @@ class InnerLoop:
         return {"metrics": metrics, "trainable_fraction": result.trainable_fraction, "train": train_summary(result)}
 
 
+def _tried(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's proposal counts as tried: finished or under way."""
+    return is_finished(trial) or trial.state == optuna.trial.TrialState.RUNNING
+
+
 def _earlier_twin(study: optuna.Study, number: int, record: dict) -> int | None:
     """An earlier trial with the same proposal, finished or under way."""
     for t in study.get_trials(deepcopy=False):
         same = all(t.user_attrs.get(key) == record[key] for key in ("method", "mask", "learning_rate"))
-        if same and t.number < number and (is_finished(t) or t.state == optuna.trial.TrialState.RUNNING):
+        if same and t.number < number and _tried(t):
             return t.number
     return None
 
@@ -214,7 +219,7 @@ class MaskObjective:
         tried = {
             (t.user_attrs["method"], t.user_attrs["mask"])
             for t in study.get_trials(deepcopy=False)
-            if "mask" in t.user_attrs and (is_finished(t) or t.state == optuna.trial.TrialState.RUNNING)
+            if "mask" in t.user_attrs and _tried(t)
         }
         untried = self.space.untried(tried, random.Random(self.replace_seed + trial.number))
         if untried is None:
