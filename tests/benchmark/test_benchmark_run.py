@@ -164,7 +164,7 @@ def test_the_cpu_preset_is_the_default_on_builtin_data_and_its_grid_parses():
         "memcontrol",
     ]
     rows = [make_row(m, job.job.train.learning_rate, None) for m in job.benchmark.methods[:-1]]
-    assert [(r.label, r.learning_rate) for r in rows[:2]] == [("freeze", 5e-4), ("full@5.0e-4", 5e-4)]
+    assert [(r.label, r.learning_rate) for r in rows[:2]] == [("freeze", 1e-4), ("full@2.5e-4", 2.5e-4)]
     assert job.benchmark.mitigations == ["none", "rwa", "threshold"]
     yours = BenchmarkRunConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
     assert yours.job.train.max_train_steps == 1000 and yours.benchmark.seeds == [0, 1, 2]  # the fields' defaults

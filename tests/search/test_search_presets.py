@@ -38,7 +38,8 @@ def test_builtin_data_without_a_config_starts_from_the_cpu_preset():
     cpu = _preset("cpu")
     job = RunConfig.from_args(argparse.Namespace(n_trials=5))
     assert job.search.n_trials == 5  # a flag still wins
-    assert job.train.method == "svdiff" and job.search.trial_train_steps == cpu.search.trial_train_steps
+    assert (job.train.method, job.train.learning_rate) == ("attention", 1e-4)  # the swept rate (docs/benchmark)
+    assert job.search.trial_train_steps == cpu.search.trial_train_steps
     yours = RunConfig.from_args(argparse.Namespace(train_data_dir="/data/mimic"))
     assert yours.search.n_trials == 20 and yours.train.method == "full"  # the fields' defaults
 
