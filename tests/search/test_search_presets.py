@@ -44,6 +44,16 @@ def test_builtin_data_without_a_config_starts_from_the_cpu_preset():
     assert yours.search.n_trials == 20 and yours.train.method == "full"  # the fields' defaults
 
 
+def test_the_benchmark_preset_searches_its_memcontrol_row_as_the_cpu_preset_does():
+    """The two presets write the search twice; the README's benchmark reuses `memcontrol run`'s best_mask.json."""
+    import dataclasses
+
+    cpu, benchmark = _preset("cpu"), _preset("benchmark-cpu")
+    assert dataclasses.replace(cpu.search, baselines=[]) == benchmark.search  # baselines: only the run's plot
+    for field in ("method", "learning_rate", "train_batch_size", "lr_warmup_steps", "seed"):
+        assert getattr(cpu.train, field) == getattr(benchmark.train, field), field
+
+
 def test_a_shared_flag_sets_every_config_that_has_it():
     from memcontrol.cli import _parser
 
