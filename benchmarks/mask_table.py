@@ -1,17 +1,16 @@
 r"""Every mask of one search space trained stand-alone once and evaluated: a tabular benchmark (as NAS-Bench-101/201
 did for architectures), so that search strategies can be replayed by look-up (benchmarks/search_quality.py).
 
-The real table of issue 14 is to be made on the new built-in base once it has landed (BASE), at the benchmark-cpu
-preset's SV-DIFF learning rate and a stand-alone length where memorization shows (300, the cpu preset's stage 2:
-check on BASE that D_mem is regenerated there, else raise it). Hours of CPU; stop it at any time, run the same
-command again to go on, and commit the CSV (and its .json) as it grows:
+The table of issue 14 (benchmarks/data/mask_table.csv) is made on the shipped built-in base with the `cpu` preset's
+method, attention tuning, at 2.5e-4: of the rates swept on the validation split (docs/benchmark/lr-sweep.md) the one
+where memorization shows, so that masks differ in what the search is to trade off (every site on regenerates 8 of 10
+D_mem images at 1,000 steps; at the preset's 1e-4 it regenerates none in three seeds, and neither at 2.5e-4 for 500
+steps: FID 24.2, d_mem 1.18, 0 regenerated). Hence 1,000 stand-alone steps, stage 2's length. Trials: the preset's
+200 steps. About 6 minutes of one thread per mask (2 workers on 2 cores: 5.3 min training, 0.8 evaluation), so
+~7.5 hours for the 144 rows; stop it at any time, run the same command again to go on, and commit the CSV (and its
+.json) as it grows:
 
-    OMP_NUM_THREADS=1 python benchmarks/mask_table.py --pretrained_model_name_or_path BASE --method svdiff \
-        --layout blocks --learning_rate 1e-2 --steps 300 --seeds 0,1 --repeat_masks 16 --workers 2 \
-        --output benchmarks/data/mask_table_svdiff.csv
-
-Measured on the shipped base, 2 workers on the loaded 2-core machine: a 20-step mask took 50-80 s to train and
-60-85 s to evaluate (16 FID samples); a 20-step trial 14-47 s.
+    OMP_NUM_THREADS=1 python benchmarks/mask_table.py --seeds 0,1 --repeat_masks 16 --workers 2
 
 It runs the project's own commands, in three phases (``--phases``), each resumable:
 - standalone: per mask and seed, `memcontrol train --method M --layout L --mask BITS --max_train_steps STEPS
@@ -93,10 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work_dir", type=Path, default=None, help="models, evaluations, studies and logs; default: outputs/NAME"
     )
     parser.add_argument("--pretrained_model_name_or_path", default=None, help="base model; default: the built-in")
-    parser.add_argument("--method", default="svdiff")
+    parser.add_argument("--method", default="attention")
     parser.add_argument("--layout", default="blocks")
-    parser.add_argument("--learning_rate", type=float, default=1e-2, help="fixed for every mask (and every trial)")
-    parser.add_argument("--steps", type=int, default=300, help="stand-alone training steps of each mask")
+    parser.add_argument("--learning_rate", type=float, default=2.5e-4, help="fixed for every mask (and every trial)")
+    parser.add_argument("--steps", type=int, default=1000, help="stand-alone training steps of each mask")
     parser.add_argument("--seeds", default="0,1", help="first: every mask; each further one: the --repeat_masks")
     parser.add_argument("--repeat_masks", type=int, default=16, help="masks also trained with each further seed")
     parser.add_argument("--workers", type=int, default=2, help="one-thread processes at a time")
@@ -105,15 +104,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--train_flags",
-        default="--lr_warmup_steps 10",
-        help="more `memcontrol train` flags (default: the `cpu` preset's warm-up, as its trials use)",
+        default="",
+        help="more `memcontrol train` flags (default: none, train's own warm-up as the search's trials have it)",
     )
     parser.add_argument(
         "--evaluate_flags",
         default="--fid_samples 64 --extraction_samples 8",
         help="more `memcontrol evaluate` flags (default: the `cpu` preset's evaluation sizes)",
     )
-    parser.add_argument("--trial_steps", type=int, default=100, help="trial and supernet steps (trials, oneshot)")
+    parser.add_argument("--trial_steps", type=int, default=200, help="trial and supernet steps (trials, oneshot)")
     parser.add_argument("--search_flags", default="", help="more `memcontrol search` flags (trials, oneshot)")
     parser.add_argument("--phases", default="standalone,trials,oneshot", help="comma-separated, in this order")
     args = parser.parse_args(argv)
