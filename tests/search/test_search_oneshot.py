@@ -47,7 +47,7 @@ ONESHOT = (
 
 
 def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_picks_among_them(
-    tiny_search_config, tmp_path
+    tiny_search_config, tmp_path, capsys
 ):
     out = tmp_path / "oneshot"
     with warnings.catch_warnings():
@@ -84,6 +84,9 @@ def test_oneshot_search_scores_masks_confirms_its_front_as_bilevel_trials_and_pi
     record = (out / "oneshot" / "scores.json").read_text()
     assert _search(tiny_search_config, out, *ONESHOT) == 0
     assert (out / "oneshot" / "scores.json").read_text() == record and len(_csv(out / "trials.csv")) == len(confirmed)
+    # Scores the sampler proposed with another population are not these: a resume with it is refused, naming it.
+    assert _search(tiny_search_config, out, *ONESHOT, "--population_size", "3") == 2
+    assert "search.population_size" in capsys.readouterr().err
 
     # A confirmed trial is a stand-alone trial: a bi-level search given its mask measures the same values.
     (first, *_) = confirmed

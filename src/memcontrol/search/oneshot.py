@@ -12,7 +12,7 @@ stand-alone, exactly as bi-level trials, in a study of their own; the pick is ma
 
     output_dir/oneshot/supernet.safetensors, supernet.json  the supernet's trained parameters, its setup and compute
     output_dir/oneshot/scores.json                          every scored mask's one-shot objectives, the scoring's
-                                                            compute
+                                                            setup (the sampler's options among it) and compute
     output_dir/oneshot.csv                                  each scored mask: one-shot and, where confirmed,
                                                             stand-alone values
 """
@@ -53,6 +53,7 @@ from memcontrol.search.objectives import Objective, TrialMetrics
 from memcontrol.search.outer_loop import (
     DUPLICATES_PER_TRIAL,
     ONESHOT,
+    SAMPLERS,
     STRATEGIES,
     Strategy,
     StrategyConfig,
@@ -389,7 +390,13 @@ def run_oneshot(
         "search_seed": cfg.search_seed,
     }
     recorded = as_dict(cfg)  # flat, the strategy's options among them, as run.json records them
-    scoring_setup = {**supernet_setup, **{f"search.{k}": recorded[k] for k in SCORING_OPTIONS}}
+    # The sampler's own options (NSGA-II's population ...) decide which masks it proposes for scoring, as its name does.
+    sampler_options = dataclasses.asdict(SAMPLERS.options(cfg.sampler, cfg.plugin_options))
+    scoring_setup = {
+        **supernet_setup,
+        **{f"search.{k}": recorded[k] for k in SCORING_OPTIONS},
+        **{f"search.{k}": v for k, v in sampler_options.items()},
+    }
     scores = _recorded(work / SCORES_JSON, scoring_setup)
     if scores is None:
         inner = load_inner()
