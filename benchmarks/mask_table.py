@@ -6,7 +6,7 @@ method, attention tuning, at 2.5e-4: of the rates swept on the validation split 
 where memorization shows, so that masks differ in what the search is to trade off (every site on regenerates 8 of 10
 D_mem images at 1,000 steps; at the preset's 1e-4 it regenerates none in three seeds, and neither at 2.5e-4 for 500
 steps: FID 24.2, d_mem 1.18, 0 regenerated). Hence 1,000 stand-alone steps, stage 2's length. Trials: the preset's
-200 steps. About 6 minutes of one thread per mask (2 workers on 2 cores: 5.3 min training, 0.8 evaluation), so
+200 steps. About 6 minutes of one thread per mask (2 workers on 2 cores: 4-6 min training, 0.7 evaluation), so
 ~7.5 hours for the 144 rows; stop it at any time, run the same command again to go on, and commit the CSV (and its
 .json) as it grows:
 
