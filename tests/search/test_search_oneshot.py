@@ -159,3 +159,15 @@ def test_the_confirmed_masks_are_the_pick_then_those_adding_most_hypervolume():
     points = np.array([[0.0, 1.0], [0.4, 0.4], [1.0, 0.0], [0.6, 0.6], [0.9, 0.1]])
     assert masks_to_confirm(points, 3, "normalized_mean") == [1, 4, 0]
     assert sorted(masks_to_confirm(points, 5, "normalized_mean")) == [0, 1, 2, 4]  # the front only: 3 is dominated
+
+
+def test_scores_recorded_before_an_option_was_recorded_stay_valid_at_its_default(tmp_path):
+    from memcontrol.errors import UserError
+    from memcontrol.search.oneshot import _recorded
+
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps({"setup": {"search.sampler": "nsga2"}, "scores": {}}))
+    defaults = {"search.population_size": 50}
+    assert _recorded(path, {"search.sampler": "nsga2", "search.population_size": 50}, defaults) is not None
+    with pytest.raises(UserError, match="search.population_size"):
+        _recorded(path, {"search.sampler": "nsga2", "search.population_size": 3}, defaults)

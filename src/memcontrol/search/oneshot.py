@@ -389,15 +389,13 @@ def run_oneshot(
         "supernet_learning_rate": learning_rate,
         "search_seed": cfg.search_seed,
     }
-    recorded = as_dict(cfg)  # flat, the strategy's options among them, as run.json records them
+    recorded = as_dict(cfg)  # flat, every plug-in's options among them (at their defaults), as run.json records them
     # The sampler's own options (NSGA-II's population ...) decide which masks it proposes for scoring, as its name does.
-    sampler_options = dataclasses.asdict(SAMPLERS.options(cfg.sampler, cfg.plugin_options))
-    scoring_setup = {
-        **supernet_setup,
-        **{f"search.{k}": recorded[k] for k in SCORING_OPTIONS},
-        **{f"search.{k}": v for k, v in sampler_options.items()},
-    }
-    scores = _recorded(work / SCORES_JSON, scoring_setup)
+    sampler_options = [f.name for f in dataclasses.fields(SAMPLERS.get(cfg.sampler).config_class)]
+    scoring_setup = {**supernet_setup, **{f"search.{k}": recorded[k] for k in (*SCORING_OPTIONS, *sampler_options)}}
+    # Scores recorded before an option was part of this setup were made at its default: still theirs.
+    defaults = {f"search.{k}": v for k, v in as_dict(SearchConfig()).items()}
+    scores = _recorded(work / SCORES_JSON, scoring_setup, defaults)
     if scores is None:
         inner = load_inner()
         record = _recorded(work / SUPERNET_JSON, supernet_setup)
@@ -450,12 +448,13 @@ STRATEGIES.register(Strategy(ONESHOT, run_oneshot, OneShotConfig))
 SCORING_OPTIONS = ("oneshot_masks", "oneshot_fid_samples", "oneshot_dmem_prompts", "oneshot_inference_steps", "sampler")
 
 
-def _recorded(path: Path, setup: dict) -> dict | None:
-    """The record at ``path`` when it was made with ``setup``; None when there is none."""
+def _recorded(path: Path, setup: dict, defaults: dict | None = None) -> dict | None:
+    """The record at ``path`` when it was made with ``setup`` (``defaults``: see ``config.changed_option``); None
+    when there is none."""
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    key = changed_option(record["setup"], json.loads(json.dumps(setup, default=str)), {})
+    key = changed_option(record["setup"], json.loads(json.dumps(setup, default=str)), defaults or {})
     if key is not None:
         raise UserError(
             f"{path} was made with another {key}: give another --output_dir, or the options it was made with"
