@@ -48,6 +48,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -434,6 +435,7 @@ PHASES = {"standalone": run_standalone, "trials": run_trials_phase, "oneshot": r
 
 def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the search's storage options
     try:
         args = parse_args(argv)
         sites = site_names(args)
