@@ -46,14 +46,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import optuna  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 from memcontrol.benchmark.table import regenerated  # noqa: E402
 from memcontrol.config import SearchConfig, changed_option  # noqa: E402
@@ -80,7 +80,10 @@ COLUMNS = (
     "trial_seconds",  # one trial as the search records it (training and measuring, the model already loaded)
     *(f"oneshot_{name}" for name in OBJECTIVES),
 )
+PER_MASK = ("trial_", "oneshot_")  # columns of a mask, whatever the seed
 STUDY_NAME = "mask-table"
+UNFINISHED = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+JOIN_SECONDS = 60  # how often finished trials are joined into the table while the workers run
 REPEAT_ORDER_SEED = 0  # fixes which masks get the further seeds: the first K of one seeded shuffle, whatever K
 MEMCONTROL = [sys.executable, "-m", "memcontrol.cli"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -203,26 +206,52 @@ def commands(args: argparse.Namespace, sites: list[str]) -> dict:
 
 
 class Table:
-    """The CSV's rows by (mask, seed); every change rewrites it atomically."""
+    """The CSV's rows by (mask, seed). Every change rereads it and rewrites it atomically under a file lock, so that
+    phases run as separate processes (stand-alone training beside the trials) keep each other's rows."""
 
-    def __init__(self, path: Path):
-        self.path, self.lock = path, threading.Lock()
+    def __init__(self, path: Path, template: dict):
+        self.path, self.template = path, template  # template: the columns of a first-seed row made by a join
+        self.lock = FileLock(f"{path}.lock")
         self.rows: dict[tuple[str, int], dict] = {}
-        if path.is_file():
-            for row in csv.DictReader(io.StringIO(path.read_text())):
-                self.rows[(row["mask"], int(row["seed"]))] = row
+        self._read()
+
+    def trained(self, mask: str, seed: int) -> bool:
+        return bool(self.rows.get((mask, seed), {}).get("steps"))
+
+    def has(self, mask: str, prefix: str) -> bool:
+        """Whether the mask's rows hold the columns of one phase (``prefix``: trial_, oneshot_)."""
+        return any(row.get(f"{prefix}{OBJECTIVES[0]}") for (m, _), row in self.rows.items() if m == mask)
 
     def add(self, row: dict) -> None:
+        """Set a stand-alone row, keeping its mask's trial and one-shot columns (joined before it was trained)."""
         with self.lock:
-            self.rows[(row["mask"], int(row["seed"]))] = row
+            self._read()
+            joined = {
+                key: value
+                for (mask, _), other in self.rows.items()
+                if mask == row["mask"]
+                for key, value in other.items()
+                if key.startswith(PER_MASK) and value
+            }
+            self.rows[(row["mask"], int(row["seed"]))] = {**joined, **row}
             self._write()
 
     def join(self, values: dict[str, dict]) -> int:
-        """Set the columns of ``values[mask]`` in every row of that mask; how many rows got them."""
+        """Set the columns of ``values[mask]`` in every row of that mask (a first-seed row without stand-alone values
+        when it has none yet); how many rows got them."""
         with self.lock:
+            self._read()
+            for mask in values:
+                if not any(m == mask for m, _ in self.rows):
+                    self.rows[(mask, int(self.template["seed"]))] = {**self.template, "mask": mask}
             joined = [row.update(values[mask]) for (mask, _), row in self.rows.items() if mask in values]
             self._write()
             return len(joined)
+
+    def _read(self) -> None:
+        if self.path.is_file():
+            rows = csv.DictReader(io.StringIO(self.path.read_text()))
+            self.rows = {(row["mask"], int(row["seed"])): row for row in rows}
 
     def _write(self) -> None:
         text = io.StringIO()
@@ -306,8 +335,9 @@ def run_mask(args: argparse.Namespace, mask: str, seed: int) -> dict:
 
 def run_standalone(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
     """Every (mask, seed) not in the table (at most ``--limit``), ``--workers`` at a time; the failures."""
-    todo = [job for job in jobs(len(sites), args.seeds, args.repeat_masks) if job not in table.rows]
-    print(f"standalone: {len(todo)} masks x seeds of {len(todo) + len(table.rows)} to train and evaluate", flush=True)
+    every = jobs(len(sites), args.seeds, args.repeat_masks)
+    todo = [job for job in every if not table.trained(*job)]
+    print(f"standalone: {len(todo)} masks x seeds of {len(every)} to train and evaluate", flush=True)
     todo = todo[: args.limit]
     failures, count = [], itertools.count(1)
 
@@ -378,22 +408,33 @@ def open_trial_study(folder: Path, method: str) -> optuna.Study:
 
 
 def run_trials_phase(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
-    """Enqueue every mask into the search's study, run ``--workers`` search workers on it, join their objectives."""
+    """Enqueue every mask without trial values in the table into the search's study, run ``--workers`` search workers
+    on it, and join their objectives into the table as they finish: the table is the record, so a work folder lost
+    in between costs only the trials that were running."""
     folder, masks = args.work_dir / "trials", all_masks(len(sites))
     study = open_trial_study(folder, args.method)
-    for mask in masks:
+    failed = join_trials(study, table)  # what the study kept from an earlier run
+    todo = [mask for mask in masks if not table.has(mask, "trial_")]
+    print(f"trials: {len(masks) - len(todo)} of {len(masks)} masks tried as {args.trial_steps}-step trials", flush=True)
+    if not todo:
+        return failed
+    for mask in todo:
         study.enqueue_trial({site: int(bit) for site, bit in zip(sites, mask)}, skip_if_exists=True)
-    finished = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
-    print(f"trials: {finished} of {len(masks)} masks tried as {args.trial_steps}-step trials", flush=True)
-    failures = []
-    if finished < len(masks):
-        flags = trial_flags(args, len(masks), folder)
-        with ThreadPoolExecutor(args.workers) as pool:
-            runs = [
-                pool.submit(memcontrol, "search", flags, args.work_dir / "logs" / f"trials-worker-{k}.log")
-                for k in range(args.workers)
-            ]
-        failures += [str(run.exception()) for run in runs if run.exception()]
+    # The study ends when every trial it holds is finished: the earlier finished ones and the masks queued now.
+    n_trials = sum(is_finished(t) or t.state in UNFINISHED for t in study.get_trials(deepcopy=False))
+    flags = trial_flags(args, n_trials, folder)
+    with ThreadPoolExecutor(args.workers) as pool:
+        runs = [
+            pool.submit(memcontrol, "search", flags, args.work_dir / "logs" / f"trials-worker-{k}.log")
+            for k in range(args.workers)
+        ]
+        while wait(runs, timeout=JOIN_SECONDS).not_done:
+            join_trials(study, table)
+    return [str(run.exception()) for run in runs if run.exception()] + join_trials(study, table)
+
+
+def join_trials(study: optuna.Study, table: Table) -> list[str]:
+    """Join the study's completed trials into the table; its failed trials."""
     values, failed = {}, []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
@@ -404,8 +445,9 @@ def run_trials_phase(args: argparse.Namespace, table: Table, sites: list[str]) -
             }
         elif is_finished(trial):
             failed.append(f"trial of {attrs.get('mask')}: {attrs.get('fail_reason')}")
-    print(f"trials: joined {len(values)} masks' trial objectives into {table.join(values)} rows", flush=True)
-    return failures + failed
+    if values:
+        print(f"trials: joined {len(values)} masks' trial objectives into {table.join(values)} rows", flush=True)
+    return failed
 
 
 def run_oneshot_phase(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
@@ -440,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         sites = site_names(args)
         check_setup(args, sites)
-        table, failures = Table(args.output), []
+        template = {"method": args.method, "layout": args.layout, "learning_rate": args.learning_rate}
+        table, failures = Table(args.output, {**template, "seed": args.seeds[0]}), []
         for phase in args.phases:
             failures += PHASES[phase](args, table, sites)
     except UserError as e:

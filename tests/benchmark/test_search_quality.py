@@ -79,3 +79,23 @@ def test_more_repeats_keep_the_masks_repeated_before():
     few, more = mask_table.jobs(5, [0, 1], 4), mask_table.jobs(5, [0, 1], 8)
     assert sorted(m for m, s in few if s == 0) == mask_table.all_masks(5)  # every mask once at the first seed
     assert {job for job in few if job[1] == 1} <= {job for job in more if job[1] == 1}
+
+
+def test_table_phases_in_separate_processes_keep_each_others_values(tmp_path):
+    path, template = (
+        tmp_path / "table.csv",
+        {"method": "attention", "layout": "blocks", "learning_rate": 1e-4, "seed": 0},
+    )
+    standalone, trials = mask_table.Table(path, template), mask_table.Table(path, template)
+    trials.join({"01": {"trial_dmem_mean": 0.5, "trial_fid": 30.0}})  # tried before it was trained stand-alone
+    assert trials.has("01", "trial_") and not trials.trained("01", 0)
+    assert trials.rows[("01", 0)]["method"] == "attention"  # a first-seed row, its stand-alone columns empty
+    standalone.add({"mask": "01", "seed": 1, "steps": 10, "dmem_mean": 1.0, "fid": 20.0})
+    standalone.add({"mask": "01", "seed": 0, "steps": 10, "dmem_mean": 2.0, "fid": 25.0})
+    standalone.add({"mask": "10", "seed": 0, "steps": 10, "dmem_mean": 3.0, "fid": 21.0})
+    trials.join({"10": {"trial_dmem_mean": 0.7, "trial_fid": 31.0}})
+    rows = {(r["mask"], r["seed"]): r for r in csv.DictReader(path.open())}
+    assert set(rows) == {("01", "0"), ("01", "1"), ("10", "0")}
+    assert [rows[key]["trial_fid"] for key in sorted(rows)] == ["30.0", "30.0", "31.0"]
+    assert rows[("01", "0")]["dmem_mean"] == "2.0"
+    assert mask_table.Table(path, template).trained("10", 0)
