@@ -19,15 +19,19 @@ It runs the project's own commands, in three phases (``--phases``), each resumab
   Every mask runs with the first seed; a fixed seeded subset of ``--repeat_masks`` masks with each further seed. A
   row is added to the CSV (rewritten atomically) as soon as its mask is done, a rerun skips the rows present, and a
   failed mask is reported (its log in WORK/standalone/MASK-sSEED/failure.txt) while the others go on.
-- trials: what a search observes. Every mask is enqueued (``study.enqueue_trial``) into the study of a `memcontrol
-  search` with ``--n_trials`` the number of masks, so that ``--workers`` ordinary search workers on that study
-  (SQLite in WORK/trials, `memcontrol search`'s own settings and `cpu` preset, ``--trial_steps`` steps) train each
-  mask once as a trial; joined as trial_dmem_mean, trial_fid and trial_seconds. (The project has no brute-force
-  sampler, and a sampler would not promise every mask once with several workers; enqueued trials need no change to
-  the search.)
+- trials: what a search observes. Every mask without trial values in the table is enqueued (``study.enqueue_trial``)
+  into the study of a `memcontrol search`, so that ``--workers`` ordinary search workers on that study (SQLite in
+  WORK/trials, `memcontrol search`'s own settings and `cpu` preset, ``--trial_steps`` steps) train each mask once as
+  a trial; joined every minute as trial_dmem_mean, trial_fid and trial_seconds (a first-seed row with empty
+  stand-alone columns for a mask not trained yet), so that a lost work folder costs only the running trials. (The
+  project has no brute-force sampler, and a sampler would not promise every mask once with several workers; enqueued
+  trials need no change to the search.)
 - oneshot: `memcontrol search --strategy oneshot --oneshot_masks 2**SITES`, which scores every mask from one
   weight-sharing supernet of ``--trial_steps`` steps (WORK/oneshot/oneshot/scores.json); joined as
   oneshot_dmem_mean and oneshot_fid.
+
+The phases may also run at once as separate processes (one ``--phases`` each, one worker each on 2 cores): the CSV
+is reread and rewritten under a file lock (CSV.lock) at every change, so none drops the others' values.
 
 The table's setup (model, method, sites, rate, lengths, flags, commands) is written beside it (same name, .json);
 a rerun under another setup is refused, as its rows would not be comparable.
