@@ -6,7 +6,9 @@ training.
 
 The table (made by benchmarks/mask_table.py) holds every mask of one space with its stand-alone objectives, the
 "true" values, and its short-trial ones, what a search observes (``--observe standalone`` lets the search observe
-the true values instead, to separate the sampler's loss from the short trials'). A sampler strategy runs as
+the true values instead, to separate the sampler's loss from the short trials'; ``--observe capacity``: the short
+trials' values with the trainable fraction, known before training, in place of d_mem, the paper's premise that
+memorization grows with the capacity tuned). A sampler strategy runs as
 `memcontrol search` runs it: the project's sampler (``make_sampler``, with ``--sampler``'s settings) behind the
 trial-seeded wrapper, its search space and parameter names, its objective and outer loop (a proposal tried already
 is skipped and not counted), with a look-up in the table in place of training. The one-shot strategy ranks masks by
@@ -96,6 +98,7 @@ class MaskTable:
     objectives: tuple[Objective, ...]
     true: dict[str, np.ndarray]  # stand-alone, first seed
     trial: dict[str, np.ndarray] | None  # short trials
+    capacity: dict[str, np.ndarray] | None  # short trials, with the trainable fraction as d_mem
     oneshot: dict[str, np.ndarray] | None  # scored from the supernet
     repeats: tuple[tuple[np.ndarray, np.ndarray], ...]  # (first seed, another seed) of the masks trained twice
 
@@ -144,6 +147,14 @@ def load_table(path: Path) -> MaskTable:
         values = {m: _numbers(rows_of[m], [f"{prefix}{name}" for name in OBJECTIVES]) for m in masks}
         return values if all(v is not None for v in values.values()) else None
 
+    trial = column("trial_")
+    memorization = OBJECTIVES.index("dmem_mean")
+    fraction = {m: _numbers(rows_of[m], ["trainable_fraction"]) for m in masks}
+    capacity = None
+    if trial is not None and all(f is not None for f in fraction.values()):
+        capacity = {
+            m: np.where(np.arange(len(OBJECTIVES)) == memorization, fraction[m][0], v) for m, v in trial.items()
+        }
     repeats = tuple(
         (true[m], values)
         for seed, other in sorted(by_seed.items())
@@ -157,7 +168,8 @@ def load_table(path: Path) -> MaskTable:
         learning_rate=float(setup["learning_rate"]),
         objectives=tuple(get_objectives(OBJECTIVES)),
         true=true,
-        trial=column("trial_"),
+        trial=trial,
+        capacity=capacity,
         oneshot=column("oneshot_"),
         repeats=repeats,
     )
@@ -328,7 +340,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=50, help="replays of each sampler strategy")
     parser.add_argument("--budgets", default="8,16,32", help="trials (one-shot: masks confirmed)")
     parser.add_argument("--strategies", default=",".join([*SAMPLER_STRATEGIES, ONESHOT]))
-    parser.add_argument("--observe", choices=("trial", "standalone"), default="trial", help="what the search sees")
+    parser.add_argument(
+        "--observe", choices=("trial", "standalone", "capacity"), default="trial", help="what the search sees"
+    )
     parser.add_argument("--pick_rule", default=SearchConfig().pick_rule)
     parser.add_argument("--startup_trials", type=int, default=SAMPLERS.options("tpe").startup_trials, help="TPE and GP")
     parser.add_argument(
@@ -348,9 +362,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> tuple[MaskTable, Judge, list[Result]]:
     table = load_table(args.table)
-    observed = table.trial if args.observe == "trial" else table.true
+    observed = {"trial": table.trial, "standalone": table.true, "capacity": table.capacity}[args.observe]
     if observed is None:
-        raise UserError(f"--table {args.table}: not every mask has trial_* values; run mask_table.py --phases trials")
+        raise UserError(
+            f"--table {args.table}: --observe {args.observe} needs trial_* values (capacity: and trainable_fraction) "
+            "for every mask; run mask_table.py --phases trials"
+        )
     judge = Judge(table, observed, args.pick_rule)
     budgets, results = [b for b in args.budgets if b <= len(table.masks)], []
     # run_trials collects garbage after every trial, over all of torch's objects here (about a second a time): what

@@ -27,7 +27,7 @@ def _load(name: str):
 search_quality, mask_table = _load("search_quality"), _load("mask_table")
 
 
-def write_table(path: Path, true: dict, trial: dict, oneshot: dict | None = None) -> Path:
+def write_table(path: Path, true: dict, trial: dict, oneshot: dict | None = None, fraction: dict | None = None) -> Path:
     """A mask table as mask_table.py writes it: (d_mem, FID) per mask, and its setup beside it."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, mask_table.COLUMNS, extrasaction="ignore")
@@ -37,6 +37,8 @@ def write_table(path: Path, true: dict, trial: dict, oneshot: dict | None = None
             row.update(trial_dmem_mean=trial[mask][0], trial_fid=trial[mask][1])
             if oneshot:
                 row.update(oneshot_dmem_mean=oneshot[mask][0], oneshot_fid=oneshot[mask][1])
+            if fraction:
+                row.update(trainable_fraction=fraction[mask])
             writer.writerow(row)
     sites = ["down_blocks.1.attentions.0", "up_blocks.1.attentions.0"]
     path.with_suffix(".json").write_text(
@@ -67,6 +69,15 @@ def test_a_mask_the_short_trials_flatter_is_judged_by_its_true_values(tmp_path):
     assert results[("random", 4)].shares[0] < 1
     assert results[("oneshot", 2)].on_front == [False]  # 11, its only confirmed mask, lies off the true front
     assert results[("oneshot", 2)].shares[0] < results[("random", 4)].shares[0]  # 11 is dominated by 01 too
+
+
+def test_observing_capacity_puts_the_trainable_fraction_in_place_of_the_short_trials_dmem(tmp_path):
+    true = {"00": (1.0, 10.0), "01": (2.0, 20.0), "10": (2.0, 30.0), "11": (3.0, 20.0)}  # 00 alone is the true front
+    trial = {**true, "00": (9.0, 90.0)}  # the short trial's d_mem hides it; its trainable fraction does not
+    table = write_table(tmp_path / "t.csv", true, trial, fraction={"00": 0.0, "01": 0.5, "10": 0.5, "11": 1.0})
+    by_trial, by_capacity = (replay(table, "--strategies", "random", "--observe", o) for o in ("trial", "capacity"))
+    assert by_trial[("random", 4)].shares[0] < 1
+    assert by_capacity[("random", 4)].shares == [pytest.approx(1.0)] * 2
 
 
 def test_an_incomplete_table_is_refused(tmp_path):
