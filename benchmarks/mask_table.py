@@ -3,12 +3,12 @@ did for architectures), so that search strategies can be replayed by look-up (be
 
 The table of issue 14 (benchmarks/data/mask_table.csv) is made on the shipped built-in base with the `cpu` preset's
 method, attention tuning, at 2.5e-4: of the rates swept on the validation split (docs/benchmark/lr-sweep.md) the one
-where memorization shows, so that masks differ in what the search is to trade off (every site on regenerates 8 of 10
-D_mem images at 1,000 steps; at the preset's 1e-4 it regenerates none in three seeds, and neither at 2.5e-4 for 500
-steps: FID 24.2, d_mem 1.18, 0 regenerated). Hence 1,000 stand-alone steps, stage 2's length. Trials: the preset's
-200 steps. About 6 minutes of one thread per mask (2 workers on 2 cores: 4-6 min training, 0.7 evaluation), so
-~7.5 hours for the 144 rows; stop it at any time, run the same command again to go on, and commit the CSV (and its
-.json) as it grows:
+where memorization shows, so that masks differ in what the search is to trade off (every site on regenerated 8 of 10
+D_mem images at 1,000 steps in the sweep, 5 in the table; at the preset's 1e-4 it regenerates none in three seeds, and
+neither at 2.5e-4 for 500 steps: FID 24.2, d_mem 1.18, 0 regenerated). Hence 1,000 stand-alone steps, stage 2's
+length. Trials: the preset's 200 steps. Measured over the table's 128 masks: 4.9 minutes of one thread per mask
+(2 workers on 2 cores: 4.3 min training, 0.6 evaluation), so ~6 hours for the 144 rows; stop it at any time, run the
+same command again to go on, and commit the CSV (and its .json) as it grows:
 
     OMP_NUM_THREADS=1 python benchmarks/mask_table.py --seeds 0,1 --repeat_masks 16 --workers 2
 
@@ -28,7 +28,9 @@ It runs the project's own commands, in three phases (``--phases``), each resumab
   trials need no change to the search.)
 - oneshot: `memcontrol search --strategy oneshot --oneshot_masks 2**SITES`, which scores every mask from one
   weight-sharing supernet of ``--trial_steps`` steps (WORK/oneshot/oneshot/scores.json); joined as
-  oneshot_dmem_mean and oneshot_fid.
+  oneshot_dmem_mean and oneshot_fid. ``--supernets K`` trains K supernets (``--search_seed`` 0 to K-1: each draws
+  other masks at its steps), so that a replay of the one-shot strategy has a spread; every supernet's scores go to
+  TABLE_supernets.csv (supernet_seed, mask, the objectives), the first one's also into the table.
 
 The phases may also run at once as separate processes (one ``--phases`` each, one worker each on 2 cores): the CSV
 is reread and rewritten under a file lock (CSV.lock) at every change, so none drops the others' values.
@@ -122,6 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--trial_steps", type=int, default=200, help="trial and supernet steps (trials, oneshot)")
     parser.add_argument("--search_flags", default="", help="more `memcontrol search` flags (trials, oneshot)")
+    parser.add_argument("--supernets", type=int, default=4, help="oneshot: supernets trained, one per search seed")
     parser.add_argument("--phases", default="standalone,trials,oneshot", help="comma-separated, in this order")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -131,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--phases: expected some of {', '.join(PHASES)}, got {sorted(unknown)[0]!r}")
     if not args.seeds or args.workers < 1 or args.steps < 1 or args.trial_steps < 1 or args.repeat_masks < 0:
         raise UserError("--seeds, --workers, --steps, --trial_steps: expected at least one; --repeat_masks >= 0")
+    if args.supernets < 1:
+        raise UserError("--supernets: expected at least one")
     args.work_dir = args.work_dir or Path("outputs") / args.output.stem
     return args
 
@@ -197,16 +202,34 @@ def check_setup(args: argparse.Namespace, sites: list[str]) -> None:
     write_json(path, recorded)
 
 
+PART_FLAGS = ("--work_dir", "--phases", "--limit")
+
+
 def commands(args: argparse.Namespace, sites: list[str]) -> dict:
-    """What each phase runs, for the record (MASK, SEED, N: per mask; the work folder's paths relative)."""
+    """What each phase runs, for the record (MASK, SEED: per mask; K: per supernet; the work folder's paths
+    relative)."""
     return {
-        "table": "OMP_NUM_THREADS=1 python benchmarks/mask_table.py " + shlex.join(sys.argv[1:]),
+        "table": "OMP_NUM_THREADS=1 python benchmarks/mask_table.py " + shlex.join(table_flags(sys.argv[1:])),
         "standalone": shlex.join(["memcontrol", "train", *train_flags(args, "MASK", "SEED", Path("MODEL"))])
         + " && "
         + shlex.join(["memcontrol", "evaluate", *evaluate_flags(args, Path("MODEL"), Path("EVALUATION"))]),
         "trials": shlex.join(["memcontrol", "search", *trial_flags(args, 2 ** len(sites), Path("trials"))]),
-        "oneshot": shlex.join(["memcontrol", "search", *oneshot_flags(args, 2 ** len(sites), Path("oneshot"))]),
+        "oneshot": shlex.join(["memcontrol", "search", *oneshot_flags(args, 2 ** len(sites), Path("oneshot"), "K")]),
     }
+
+
+def table_flags(argv: list[str]) -> list[str]:
+    """The command line without the flags that say how one part of the table was made (--work_dir, --phases,
+    --limit), so that the record reads as the command that makes the whole table on any machine."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg.split("=", 1)[0] in PART_FLAGS:
+            skip_value = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
 
 
 class Table:
@@ -395,8 +418,11 @@ def trial_flags(args: argparse.Namespace, n_masks: int, output_dir: Path) -> lis
     return [*search_flags(args, n_masks, output_dir), "--sampler", "random"]  # every mask is enqueued: no modelling
 
 
-def oneshot_flags(args: argparse.Namespace, n_masks: int, output_dir: Path) -> list[str]:
-    return [*search_flags(args, n_masks, output_dir), "--strategy", "oneshot", "--oneshot_masks", str(n_masks)]
+def oneshot_flags(args: argparse.Namespace, n_masks: int, output_dir: Path, seed: int | str = 0) -> list[str]:
+    return [
+        *search_flags(args, n_masks, output_dir),
+        *("--strategy", "oneshot", "--oneshot_masks", str(n_masks), "--search_seed", str(seed)),
+    ]
 
 
 def open_trial_study(folder: Path, method: str) -> optuna.Study:
@@ -454,26 +480,47 @@ def join_trials(study: optuna.Study, table: Table) -> list[str]:
     return failed
 
 
+def supernets_path(table: Path) -> Path:
+    return table.with_name(f"{table.stem}_supernets.csv")
+
+
 def run_oneshot_phase(args: argparse.Namespace, table: Table, sites: list[str]) -> list[str]:
-    """Score every mask from one supernet with `memcontrol search --strategy oneshot`; join the scores."""
-    folder, n_masks = args.work_dir / "oneshot", 2 ** len(sites)
-    scores = folder / ONESHOT_DIR / SCORES_JSON
-    if not scores.is_file():
-        print(f"oneshot: training the supernet and scoring {n_masks} masks", flush=True)
-        try:
-            memcontrol("search", oneshot_flags(args, n_masks, folder), args.work_dir / "logs" / "oneshot.log")
-        except UserError as e:
-            if not scores.is_file():  # the scores come before the confirmations, which may fail on their own
-                return [str(e)]
-    record = json.loads(scores.read_text())
-    values = {
-        mask: {f"oneshot_{name}": value.get(name) for name in OBJECTIVES} for mask, value in record["scores"].items()
-    }
+    """Score every mask from each of ``--supernets`` supernets with `memcontrol search --strategy oneshot`; join the
+    first one's scores into the table, write all of them to TABLE_supernets.csv."""
+    n_masks, records, failed = 2 ** len(sites), {}, []
+    for seed in range(args.supernets):
+        folder = args.work_dir / ("oneshot" if seed == 0 else f"oneshot-s{seed}")
+        scores = folder / ONESHOT_DIR / SCORES_JSON
+        if not scores.is_file():
+            print(f"oneshot: training supernet {seed} and scoring {n_masks} masks", flush=True)
+            try:
+                memcontrol("search", oneshot_flags(args, n_masks, folder, seed), args.work_dir / "logs" / "oneshot.log")
+            except UserError as e:
+                if not scores.is_file():  # the scores come before the confirmations, which may fail on their own
+                    failed.append(str(e))
+                    continue
+        records[seed] = json.loads(scores.read_text())
+    write_supernets(supernets_path(args.output), records)
+    if 0 in records:
+        values = {
+            mask: {f"oneshot_{name}": value.get(name) for name in OBJECTIVES}
+            for mask, value in records[0]["scores"].items()
+        }
+        print(f"oneshot: joined {len(values)} masks' one-shot scores into {table.join(values)} rows", flush=True)
     setup = args.output.with_suffix(".json")
-    compute = {phase: record[phase] for phase in ("supernet", "scoring")}
+    compute = {seed: {phase: record[phase] for phase in ("supernet", "scoring")} for seed, record in records.items()}
     write_json(setup, {**json.loads(setup.read_text()), "oneshot_compute": compute})
-    print(f"oneshot: joined {len(values)} masks' one-shot scores into {table.join(values)} rows", flush=True)
-    return []
+    return failed
+
+
+def write_supernets(path: Path, records: dict[int, dict]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["supernet_seed", "mask", *(f"oneshot_{name}" for name in OBJECTIVES)])
+    for seed, record in sorted(records.items()):
+        for mask, value in sorted(record["scores"].items()):
+            writer.writerow([seed, mask, *(value.get(name) for name in OBJECTIVES)])
+    write_text(path, text.getvalue())
 
 
 PHASES = {"standalone": run_standalone, "trials": run_trials_phase, "oneshot": run_oneshot_phase}

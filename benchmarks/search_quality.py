@@ -12,8 +12,9 @@ memorization grows with the capacity tuned). A sampler strategy runs as
 `memcontrol search` runs it: the project's sampler (``make_sampler``, with ``--sampler``'s settings) behind the
 trial-seeded wrapper, its search space and parameter names, its objective and outer loop (a proposal tried already
 is skipped and not counted), with a look-up in the table in place of training. The one-shot strategy ranks masks by
-their one-shot scores (the table's oneshot_* columns), confirms masks of the one-shot front as `--strategy oneshot`
-chooses them (its own ``masks_to_confirm``), and the search then observes their trial values.
+their one-shot scores (each supernet's, from TABLE_supernets.csv, else the table's oneshot_* columns), confirms masks
+of the one-shot front as `--strategy oneshot` chooses them (its own ``masks_to_confirm``), and the search then
+observes their trial values; its spread is over the supernets.
 
 Per strategy and number of trials (for one-shot: masks confirmed), mean ± sd over the seeds:
 - HV share: the found front (the Pareto front of what the search observed) taken at its masks' true values; its
@@ -22,6 +23,9 @@ Per strategy and number of trials (for one-shot: masks confirmed), mean ± sd ov
   hypervolume, so no other library is needed).
 - on front: share of the seeds whose chosen mask (``--pick_rule`` over the observed values, as the search picks)
   lies on the true front.
+- vs random: share of the replays whose HV share is above / below random search's replay of the same seed and budget
+  (the same random start): whether a strategy beats random search search by search, not only on average.
+- fewer: replays that found fewer masks than the budget (see below).
 Then Spearman's rho between short-trial and stand-alone values per objective (and between two seeds over the masks
 trained twice: the noise), and Kendall's tau between one-shot and stand-alone values where the table has one-shot
 scores. The last line is the best strategy's mean HV share over random search's at 16 trials.
@@ -29,7 +33,7 @@ scores. The last line is the best strategy's mean HV share over random search's 
 Replay n of every sampler strategy uses the same seed, so all draw the same random start (TPE and GP before their
 --startup_trials, NSGA-II's first generation, random search): at 8 trials they are equal, by design, and their
 differences later are not noise of the start. A replay gives up once its sampler proposed --give_up_after tried masks
-in a row ("fewer masks"; see ReplayObjective): with budgets near the size of the space, random search too.
+in a row ("fewer"; see ReplayObjective): with budgets near the size of the space, random search too.
 Measured on a synthetic 128-mask table, 50 seeds, one thread on the loaded 2-core machine: 7 minutes, 90% of it GP.
 """
 
@@ -99,7 +103,7 @@ class MaskTable:
     true: dict[str, np.ndarray]  # stand-alone, first seed
     trial: dict[str, np.ndarray] | None  # short trials
     capacity: dict[str, np.ndarray] | None  # short trials, with the trainable fraction as d_mem
-    oneshot: dict[str, np.ndarray] | None  # scored from the supernet
+    oneshots: tuple[dict[str, np.ndarray], ...]  # scored from each supernet (none where the table has no scores)
     repeats: tuple[tuple[np.ndarray, np.ndarray], ...]  # (first seed, another seed) of the masks trained twice
 
     @property
@@ -148,6 +152,7 @@ def load_table(path: Path) -> MaskTable:
         return values if all(v is not None for v in values.values()) else None
 
     trial = column("trial_")
+    oneshots = tuple(supernet_scores(path, masks)) or tuple(v for v in [column("oneshot_")] if v is not None)
     memorization = OBJECTIVES.index("dmem_mean")
     fraction = {m: _numbers(rows_of[m], ["trainable_fraction"]) for m in masks}
     capacity = None
@@ -170,9 +175,25 @@ def load_table(path: Path) -> MaskTable:
         true=true,
         trial=trial,
         capacity=capacity,
-        oneshot=column("oneshot_"),
+        oneshots=oneshots,
         repeats=repeats,
     )
+
+
+def supernet_scores(path: Path, masks: list[str]) -> list[dict[str, np.ndarray]]:
+    """Every supernet's scores of every mask, from TABLE_supernets.csv (mask_table.py --supernets); supernets
+    lacking a mask are left out."""
+    scores_path = path.with_name(f"{path.stem}_supernets.csv")
+    if not scores_path.is_file():
+        return []
+    by_seed: dict[str, dict[str, np.ndarray | None]] = {}
+    for row in csv.DictReader(io.StringIO(scores_path.read_text())):
+        by_seed.setdefault(row["supernet_seed"], {})[row["mask"]] = _numbers(row, [f"oneshot_{n}" for n in OBJECTIVES])
+    return [
+        {m: scores[m] for m in masks}
+        for _, scores in sorted(by_seed.items(), key=lambda item: int(item[0]))
+        if all(scores.get(m) is not None for m in masks)
+    ]
 
 
 class TableTrials:
@@ -257,20 +278,32 @@ def replay(
 class Result:
     strategy: str
     budget: int
-    shares: list[float]
+    shares: list[float]  # one per replay seed (one-shot: per supernet)
     on_front: list[bool]
     short: int = 0  # replays with fewer masks than the budget: the sampler ran out, or the one-shot front is smaller
     seconds: float = 0.0  # CPU time of all the strategy's replays (each to the largest budget)
 
-    def row(self) -> list:
+    def row(self, random: Result | None) -> list:
         sd = float(np.std(self.shares, ddof=1)) if len(self.shares) > 1 else 0.0
         return [
             self.strategy,
             self.budget,
             f"{np.mean(self.shares):.3f} ± {sd:.3f}",
             f"{np.mean(self.on_front):.2f}",
+            self.versus(random),
             self.short,
         ]
+
+    def versus(self, random: Result | None) -> str:
+        """Share of the replays above / below random search's replay of the same seed (same start); for one-shot,
+        each supernet against every random replay."""
+        if random is None or self.strategy == "random":
+            return ""
+        ours, theirs = np.array(self.shares), np.array(random.shares)
+        if len(ours) != len(theirs):
+            ours, theirs = ours[:, None], theirs[None, :]
+        better, worse = np.mean(ours > theirs + 1e-9), np.mean(ours < theirs - 1e-9)
+        return f"{better:.2f} / {worse:.2f}"
 
 
 def sampler_results(
@@ -294,15 +327,17 @@ def sampler_results(
 
 
 def oneshot_results(table: MaskTable, judge: Judge, budgets: list[int], pick_rule: str) -> list[Result]:
-    """Confirm up to ``budget`` masks of the one-shot front (fewer where the front is smaller); deterministic, one
-    supernet, so no spread."""
-    masks = table.masks  # sorted, as run_oneshot orders them
-    points = table.oriented(table.oneshot, masks)
-    results = []
-    for budget in budgets:
-        confirmed = [masks[i] for i in masks_to_confirm(points, budget, pick_rule)]
-        share, on_front = judge(confirmed)
-        results.append(Result(ONESHOT, budget, [share], [on_front], short=int(len(confirmed) < budget)))
+    """Per supernet, confirm up to ``budget`` masks of its one-shot front (fewer where the front is smaller):
+    deterministic given the supernet, so the spread is the supernets'."""
+    masks, results = table.masks, [Result(ONESHOT, b, [], []) for b in budgets]  # masks sorted, as run_oneshot has them
+    for scores in table.oneshots:
+        points = table.oriented(scores, masks)
+        for result in results:
+            confirmed = [masks[i] for i in masks_to_confirm(points, result.budget, pick_rule)]
+            share, on_front = judge(confirmed)
+            result.shares.append(share)
+            result.on_front.append(on_front)
+            result.short += len(confirmed) < result.budget
     return results
 
 
@@ -320,10 +355,11 @@ def correlations(table: MaskTable) -> list[str]:
         lines.append(
             f"Spearman rho, short trials vs stand-alone ({len(masks)} masks): {per_objective(spearmanr, true, trial)}"
         )
-    if table.oneshot is not None:
-        oneshot = np.stack([table.oneshot[m] for m in masks])
+    for k, scores in enumerate(table.oneshots):
+        oneshot = np.stack([scores[m] for m in masks])
         lines.append(
-            f"Kendall tau, one-shot vs stand-alone ({len(masks)} masks): {per_objective(kendalltau, true, oneshot)}"
+            f"Kendall tau, one-shot (supernet {k}) vs stand-alone ({len(masks)} masks): "
+            f"{per_objective(kendalltau, true, oneshot)}"
         )
     if len(table.repeats) >= 3:
         first, other = (np.stack(side) for side in zip(*table.repeats))
@@ -381,7 +417,7 @@ def run(args: argparse.Namespace) -> tuple[MaskTable, Judge, list[Result]]:
                 options = {"startup_trials": args.startup_trials, **options}
                 cfg = replace(SearchConfig(), pick_rule=args.pick_rule, sampler=sampler, plugin_options=options)
                 results += sampler_results(name, cfg, table, judge, args, budgets)
-            elif table.oneshot is not None:
+            elif table.oneshots:
                 confirmed = sorted({STRATEGIES.options(ONESHOT).oneshot_confirm, *budgets})
                 results += oneshot_results(table, judge, confirmed, args.pick_rule)
     finally:
@@ -390,21 +426,22 @@ def run(args: argparse.Namespace) -> tuple[MaskTable, Judge, list[Result]]:
 
 
 def report(args: argparse.Namespace, table: MaskTable, judge: Judge, results: list[Result]) -> list[str]:
+    random_at = {r.budget: r for r in results if r.strategy == "random"}
     lines = [
         f"{args.table}: {len(table.masks)} masks of {table.method} ({len(table.sites)} sites), true front "
         f"{len(judge.true_front)} masks; the search observes the {args.observe} values; pick rule {args.pick_rule}; "
         f"{args.seeds} seeds",
         "",
         *markdown_table(
-            ["strategy", "trials", "HV share (mean ± sd)", "pick on true front", "fewer masks"],
-            [r.row() for r in results],
+            ["strategy", "trials", "HV share (mean ± sd)", "pick on true front", "vs random: above / below", "fewer"],
+            [r.row(random_at.get(r.budget)) for r in results],
         ),
         "",
         *correlations(table),
         "CPU seconds of the replays: "
         + ", ".join(f"{r.strategy} {r.seconds:.0f}" for r in results if r.budget == max(args.budgets)),
     ]
-    if table.oneshot is None and ONESHOT in args.strategies:
+    if not table.oneshots and ONESHOT in args.strategies:
         lines.append("oneshot: left out (the table has no oneshot_* values for every mask)")
     at_16 = {r.strategy: float(np.mean(r.shares)) for r in results if r.budget == 16}
     if "random" in at_16 and len(at_16) > 1 and at_16["random"] > 0:

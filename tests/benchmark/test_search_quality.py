@@ -71,6 +71,26 @@ def test_a_mask_the_short_trials_flatter_is_judged_by_its_true_values(tmp_path):
     assert results[("oneshot", 2)].shares[0] < results[("random", 4)].shares[0]  # 11 is dominated by 01 too
 
 
+def test_each_supernet_is_one_replay_of_the_oneshot_strategy(tmp_path):
+    true = {"00": (1.0, 10.0), "01": (2.0, 20.0), "10": (2.0, 30.0), "11": (3.0, 20.0)}  # 00 alone is the true front
+    table = write_table(tmp_path / "t.csv", true, true, oneshot={**true, "11": (0.5, 5.0)})
+    mask_table.write_supernets(
+        mask_table.supernets_path(table),
+        {
+            seed: {"scores": {m: dict(zip(("dmem_mean", "fid"), v)) for m, v in scores.items()}}
+            for seed, scores in enumerate([true, {**true, "11": (0.5, 5.0)}])
+        },
+    )  # supernet 0 scores as the table, 1 ranks 11 first
+    results = replay(table, "--strategies", "random,oneshot", "--budgets", "1")
+    assert results[("oneshot", 1)].on_front == [True, False]  # from the supernets' file, not the table's columns
+
+
+def test_a_strategy_is_compared_with_random_search_replay_by_replay():
+    random = search_quality.Result("random", 16, [0.6, 0.6, 0.2], [])
+    assert search_quality.Result("gp", 16, [0.7, 0.5, 0.2], []).versus(random) == "0.33 / 0.33"  # same seed, same start
+    assert search_quality.Result("oneshot", 16, [0.5], []).versus(random) == "0.33 / 0.67"  # a supernet against each
+
+
 def test_observing_capacity_puts_the_trainable_fraction_in_place_of_the_short_trials_dmem(tmp_path):
     true = {"00": (1.0, 10.0), "01": (2.0, 20.0), "10": (2.0, 30.0), "11": (3.0, 20.0)}  # 00 alone is the true front
     trial = {**true, "00": (9.0, 90.0)}  # the short trial's d_mem hides it; its trainable fraction does not
@@ -110,3 +130,8 @@ def test_table_phases_in_separate_processes_keep_each_others_values(tmp_path):
     assert [rows[key]["trial_fid"] for key in sorted(rows)] == ["30.0", "30.0", "31.0"]
     assert rows[("01", "0")]["dmem_mean"] == "2.0"
     assert mask_table.Table(path, template).trained("10", 0)
+
+
+def test_the_recorded_table_command_leaves_out_how_one_part_was_made():
+    argv = ["--workers", "2", "--work_dir", "/tmp/w", "--phases=standalone", "--limit", "3", "--seeds", "0,1"]
+    assert mask_table.table_flags(argv) == ["--workers", "2", "--seeds", "0,1"]
