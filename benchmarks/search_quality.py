@@ -2,19 +2,19 @@
 training.
 
     python benchmarks/search_quality.py [--table benchmarks/data/mask_table.csv] [--seeds 50] [--budgets 8,16,32]
-        [--strategies random,nsga2-50,nsga2-8,tpe,gp,oneshot] [--observe trial] [--markdown FILE]
+        [--strategies random,nsga2-50,nsga2-8,nsga2-4,tpe,gp,oneshot] [--observe trial] [--markdown FILE]
 
 The table (made by benchmarks/mask_table.py) holds every mask of one space with its stand-alone objectives, the
 "true" values, and its short-trial ones, what a search observes (``--observe standalone`` lets the search observe
 the true values instead, to separate the sampler's loss from the short trials'; ``--observe capacity``: the short
 trials' values with the trainable fraction, known before training, in place of d_mem, the paper's premise that
-memorization grows with the capacity tuned). A sampler strategy runs as
-`memcontrol search` runs it: the project's sampler (``make_sampler``, with ``--sampler``'s settings) behind the
-trial-seeded wrapper, its search space and parameter names, its objective and outer loop (a proposal tried already
-is skipped and not counted), with a look-up in the table in place of training. The one-shot strategy ranks masks by
-their one-shot scores (each supernet's, from TABLE_supernets.csv, else the table's oneshot_* columns), confirms masks
-of the one-shot front as `--strategy oneshot` chooses them (its own ``masks_to_confirm``), and the search then
-observes their trial values; its spread is over the supernets.
+memorization grows with the capacity tuned). A sampler strategy runs as `memcontrol search` runs it: the project's
+sampler (``make_sampler``, with ``--sampler``'s settings) behind the trial-seeded wrapper, its search space and
+parameter names, its objective and outer loop (a proposal tried already is skipped, not counted, and an untried mask
+queued in its stead), with a look-up in the table in place of training. The one-shot strategy ranks masks by their
+one-shot scores (each supernet's, from TABLE_supernets.csv, else the table's oneshot_* columns), confirms masks of
+the one-shot front as `--strategy oneshot` chooses them (its own ``masks_to_confirm``), and the search then observes
+their trial values; its spread is over the supernets.
 
 Per strategy and number of trials (for one-shot: masks confirmed), mean ± sd over the seeds:
 - HV share: the found front (the Pareto front of what the search observed) taken at its masks' true values; its
@@ -32,8 +32,8 @@ scores. The last line is the best strategy's mean HV share over random search's 
 
 Replay n of every sampler strategy uses the same seed, so all draw the same random start (TPE and GP before their
 --startup_trials, NSGA-II's first generation, random search): at 8 trials they are equal, by design, and their
-differences later are not noise of the start. A replay gives up once its sampler proposed --give_up_after tried masks
-in a row ("fewer"; see ReplayObjective): with budgets near the size of the space, random search too.
+differences later are not noise of the start. A replay finds fewer masks than its budget only where the space has
+fewer, or where its sampler keeps proposing tried masks past the search's own limit ("fewer").
 Measured on a synthetic 128-mask table, 50 seeds, one thread on the loaded 2-core machine: 7 minutes, 90% of it GP.
 """
 
@@ -67,7 +67,6 @@ from memcontrol.search.inner_loop import MaskObjective, TrialFailed  # noqa: E40
 from memcontrol.search.objectives import Objective, get_objectives  # noqa: E402
 from memcontrol.search.oneshot import masks_to_confirm  # noqa: E402
 from memcontrol.search.outer_loop import (  # noqa: E402
-    DUPLICATE_OF,
     ONESHOT,
     SAMPLERS,
     STRATEGIES,
@@ -79,11 +78,13 @@ from memcontrol.search.pick import REFERENCE, hypervolume, normalise, pareto_mas
 from memcontrol.search.space import SearchSpace  # noqa: E402
 
 OBJECTIVES = tuple(SearchConfig().objectives)  # mask_table.py's: the search's default objectives
-# Sampler strategies: `memcontrol search --sampler ...` settings. NSGA-II at the paper's population and at a small one.
+# Sampler strategies: `memcontrol search --sampler ...` settings. NSGA-II at the paper's population, at a small one
+# and at the `cpu` preset's.
 SAMPLER_STRATEGIES = {
     "random": ("random", {}),
     "nsga2-50": ("nsga2", {"population_size": 50}),
     "nsga2-8": ("nsga2", {"population_size": 8}),
+    "nsga2-4": ("nsga2", {"population_size": 4}),
     "tpe": ("tpe", {}),
     "gp": ("gp", {}),
 }
@@ -227,36 +228,7 @@ class Judge:
         return self._hv(front) / self.true_hv, found[pick(observed, self.pick_rule)] in self.true_front
 
 
-class RanOut(Exception):
-    """The sampler proposed only masks tried already, ``give_up_after`` times in a row."""
-
-
-class ReplayObjective:
-    """MaskObjective, giving up once its sampler proposed ``give_up_after`` tried masks in a row.
-
-    A real search gives up after 10 x --n_trials such proposals in all (run_trials). A model-based sampler stuck on a
-    tried mask (seen with GP: a pruned proposal leaves its model as it was) would fit its model that many times for
-    nothing, which made the replay take an hour; only a mask a sampler would find after so many misses is lost.
-    """
-
-    def __init__(self, objective: MaskObjective, give_up_after: int):
-        self.objective, self.give_up_after, self.in_a_row = objective, give_up_after, 0
-
-    def __call__(self, trial: optuna.Trial) -> list[float]:
-        try:
-            values = self.objective(trial)
-        except optuna.TrialPruned:
-            self.in_a_row += DUPLICATE_OF in trial.user_attrs
-            if self.in_a_row >= self.give_up_after:
-                raise RanOut from None
-            raise
-        self.in_a_row = 0
-        return values
-
-
-def replay(
-    cfg: SearchConfig, table: MaskTable, observed: dict, seed: int, n_trials: int, give_up_after: int, scratch: Path
-) -> list[str]:
+def replay(cfg: SearchConfig, table: MaskTable, observed: dict, seed: int, n_trials: int, scratch: Path) -> list[str]:
     """The masks a `memcontrol search` with ``cfg`` would try, in order, up to ``n_trials`` (fewer where its sampler
     runs out of new proposals, which stops a real search with an error)."""
     space = SearchSpace({table.method: table.sites}, table.learning_rate)
@@ -264,12 +236,12 @@ def replay(
         directions=[o.direction for o in table.objectives],
         sampler=TrialSeededSampler(partial(make_sampler, cfg), seed),
     )
-    objective = MaskObjective(TableTrials(observed), space, table.objectives, n_trials=n_trials, trials_dir=scratch)
+    objective = MaskObjective(
+        TableTrials(observed), space, table.objectives, n_trials=n_trials, trials_dir=scratch, replace_seed=seed
+    )
     try:
-        run_trials(
-            study, ReplayObjective(objective, give_up_after), n_trials=n_trials, catch=(TrialFailed,), poll_seconds=0
-        )
-    except (UserError, RanOut):  # UserError: "the sampler keeps proposing what was tried already"
+        run_trials(study, objective, n_trials=n_trials, catch=(TrialFailed,), poll_seconds=0)
+    except UserError:  # UserError: "the sampler keeps proposing what was tried already"
         pass
     return [t.user_attrs["mask"] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
 
@@ -314,7 +286,7 @@ def sampler_results(
     results, start = [Result(name, b, [], []) for b in budgets], time.process_time()
     with tempfile.TemporaryDirectory() as scratch:
         for k in range(args.seeds):
-            tried = replay(cfg, table, judge.observed, k * SEED_STRIDE, max(budgets), args.give_up_after, Path(scratch))
+            tried = replay(cfg, table, judge.observed, k * SEED_STRIDE, max(budgets), Path(scratch))
             for result in results:
                 found = tried[: result.budget]
                 share, on_front = judge(found)
@@ -381,9 +353,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pick_rule", default=SearchConfig().pick_rule)
     parser.add_argument("--startup_trials", type=int, default=SAMPLERS.options("tpe").startup_trials, help="TPE and GP")
-    parser.add_argument(
-        "--give_up_after", type=int, default=20, help="a replay stops after this many tried masks proposed in a row"
-    )
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table and figures here")
     args = parser.parse_args(argv)
     args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
