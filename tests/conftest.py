@@ -138,6 +138,7 @@ def tiny_search_config(tiny_model_dir, tiny_data_dir, tmp_path):
                 "extraction_samples": 3,
                 "extraction_min_group": 2,
                 "n_trials": 3,
+                "sampler": "nsga2",  # its generations at population 2: bred from the third trial on
                 "population_size": 2,
                 "proxy_fraction": 0.5,
                 "heartbeat_interval": 1,

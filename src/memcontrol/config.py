@@ -206,8 +206,9 @@ class SearchConfig:
         choices=("union", "categorical"),
     )
     sampler: str = opt(
-        "nsga2",
-        "nsga2 (the paper), tpe or gp (model the objectives: better for few trials), random",
+        "gp",
+        "gp (default: the best of the samplers replayed on the mask table at 16 and 32 trials, benchmarks/RESULTS.md "
+        "section 8), tpe, nsga2 (the paper; random search below its population), random",
         registry="sampler",
     )
     search_seed: int = opt(

@@ -78,19 +78,19 @@ def test_every_registered_sampler_and_crossover_makes_an_optuna_sampler():
     for sampler in SAMPLERS.names():
         assert isinstance(make_sampler(SearchConfig(sampler=sampler), seed=0), optuna.samplers.BaseSampler)
     for crossover in CROSSOVERS.names():
-        nsga2 = make_sampler(SearchConfig(plugin_options={"crossover": crossover}), seed=0)
+        nsga2 = make_sampler(SearchConfig(sampler="nsga2", plugin_options={"crossover": crossover}), seed=0)
         assert type(nsga2._child_generation_strategy._crossover) is CROSSOVERS.get(crossover).make
     options = {"population_size": 6, "startup_trials": 3}  # each sampler takes its own options
-    assert make_sampler(SearchConfig(plugin_options=options), seed=0)._population_size == 6
+    assert make_sampler(SearchConfig(sampler="nsga2", plugin_options=options), seed=0)._population_size == 6
     assert make_sampler(SearchConfig(sampler="tpe", plugin_options=options), seed=0)._n_startup_trials == 3
 
 
-@pytest.mark.parametrize("name, warns", [("cpu", False), ("benchmark-cpu", False), ("paper-sd15", True)])
-def test_a_preset_warns_where_nsga2_would_be_random_search(name, warns, recwarn):
-    from memcontrol.search.outer_loop import RandomSearchWarning, warn_if_random_search
+@pytest.mark.parametrize("name", ["cpu", "benchmark-cpu", "paper-sd15"])
+def test_no_preset_runs_nsga2_as_random_search(name, recwarn):
+    from memcontrol.search.outer_loop import warn_if_random_search
 
-    warn_if_random_search(_preset(name).search)  # paper-sd15: the authors' 20 trials with a population of 50
-    assert [w.category for w in recwarn] == ([RandomSearchWarning] if warns else [])
+    warn_if_random_search(_preset(name).search)  # paper-sd15: not the authors' 20 trials with a population of 50
+    assert not recwarn
 
 
 def test_nsga2_warns_below_twice_its_population_and_other_samplers_never(recwarn):
@@ -98,9 +98,10 @@ def test_nsga2_warns_below_twice_its_population_and_other_samplers_never(recwarn
     from memcontrol.search.outer_loop import RandomSearchWarning, warn_if_random_search
 
     with pytest.warns(RandomSearchWarning, match="10 of the 19 trials are its random first generation"):
-        warn_if_random_search(SearchConfig(n_trials=19, plugin_options={"population_size": 10}))
+        warn_if_random_search(SearchConfig(n_trials=19, sampler="nsga2", plugin_options={"population_size": 10}))
     recwarn.clear()
-    warn_if_random_search(SearchConfig(n_trials=20, plugin_options={"population_size": 10}))  # a whole bred generation
+    bred = SearchConfig(n_trials=20, sampler="nsga2", plugin_options={"population_size": 10})  # a whole generation
+    warn_if_random_search(bred)
     warn_if_random_search(SearchConfig(n_trials=5, plugin_options={"population_size": 10}, sampler="tpe"))
     assert not recwarn
 
