@@ -34,7 +34,8 @@ Replay n of every sampler strategy uses the same seed, so all draw the same rand
 --startup_trials, NSGA-II's first generation, random search): at 8 trials they are equal, by design, and their
 differences later are not noise of the start. A replay finds fewer masks than its budget only where the space has
 fewer, or where its sampler keeps proposing tried masks past the search's own limit ("fewer").
-Measured on a synthetic 128-mask table, 50 seeds, one thread on the loaded 2-core machine: 7 minutes, 90% of it GP.
+On the shipped 128-mask table, 50 seeds, one thread of the 2-core machine beside other jobs: 16 minutes, 90% of it GP
+(7 on a synthetic table before, with fewer jobs beside it).
 """
 
 from __future__ import annotations
