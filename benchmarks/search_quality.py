@@ -154,7 +154,8 @@ def load_table(path: Path) -> MaskTable:
         return values if all(v is not None for v in values.values()) else None
 
     trial = column("trial_")
-    oneshots = tuple(supernet_scores(path, masks)) or tuple(v for v in [column("oneshot_")] if v is not None)
+    in_table = column("oneshot_")
+    oneshots = supernet_scores(path, masks) or ([in_table] if in_table is not None else [])
     memorization = OBJECTIVES.index("dmem_mean")
     fraction = {m: _numbers(rows_of[m], ["trainable_fraction"]) for m in masks}
     capacity = None
@@ -177,7 +178,7 @@ def load_table(path: Path) -> MaskTable:
         true=true,
         trial=trial,
         capacity=capacity,
-        oneshots=oneshots,
+        oneshots=tuple(oneshots),
         repeats=repeats,
     )
 
@@ -230,8 +231,9 @@ class Judge:
 
 
 def replay(cfg: SearchConfig, table: MaskTable, observed: dict, seed: int, n_trials: int, scratch: Path) -> list[str]:
-    """The masks a `memcontrol search` with ``cfg`` would try, in order, up to ``n_trials`` (fewer where its sampler
-    runs out of new proposals, which stops a real search with an error)."""
+    """The masks a `memcontrol search` with ``cfg`` would try, in order, up to ``n_trials`` (fewer where the space has
+    fewer, which ends a real search with a warning, or where its sampler keeps proposing tried masks past the
+    search's limit, which stops it with an error)."""
     space = SearchSpace({table.method: table.sites}, table.learning_rate)
     study = optuna.create_study(
         directions=[o.direction for o in table.objectives],
